@@ -1,0 +1,86 @@
+"""`POST /api/messages`: start a group conversation, as the seed's "Sending a Group Message".
+
+Needs `Authorization: Bearer <server.api_token>`, compared in constant time; the API is off
+while no token is configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.compose import compose
+from bot.context import Media
+from bot.exceptions import HandlerError, InvalidInput
+from bot.http import RUNTIME, invalid, problem
+from bot.models import MediaKind, Number, invalid_input
+
+log = structlog.get_logger("groupbot.admin")
+
+
+class MediaBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: MediaKind
+    url: str
+    caption: str | None = None
+
+
+class SendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: list[Number] = Field(min_length=1)
+    text: str | None = None
+    template: str | None = None
+    variables: dict[str, Any] = {}
+    media: MediaBody | None = None
+
+
+async def send_message(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    config = runtime.bot.config
+    structlog.contextvars.clear_contextvars()
+    token = config.server.api_token
+    if not token:
+        return problem(403, "Admin API disabled", "set server.api_token to use /api/messages")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        log.warning("admin_unauthorized")
+        return problem(401, "Unauthorized", "expected Authorization: Bearer <server.api_token>")
+    try:
+        body = SendRequest.model_validate_json(await request.read())
+        members = [n for n in dict.fromkeys(body.to) if n != config.bot.number]
+        if not members:
+            raise InvalidInput("to", "expected at least one number besides the bot's own")
+        if len(members) > config.bot.max_group_size:
+            raise InvalidInput(
+                "to", f"expected at most {config.bot.max_group_size} members, got {len(members)}"
+            )
+        media = Media(body.media.kind, body.media.url, body.media.caption) if body.media else None
+        reply = compose(
+            runtime.bot.templates,
+            bot_number=config.bot.number,
+            members=members,
+            text=body.text,
+            template=body.template,
+            variables=body.variables,
+            media=media,
+        )
+    except ValidationError as exc:
+        return invalid(invalid_input(exc))
+    except HandlerError as exc:
+        return invalid(InvalidInput("media", str(exc)))
+    except InvalidInput as exc:
+        return invalid(exc)
+    broadcast_id, group = await runtime.send(reply, members)
+    records = await runtime.store.broadcast(broadcast_id)
+    return web.json_response(
+        {
+            "broadcast_id": broadcast_id,
+            "group": group.key,
+            "messages": [{"id": r.id, "to": r.recipient, "state": r.state} for r in records],
+        },
+        status=202,
+    )

@@ -1,0 +1,59 @@
+"""The aiohttp application: endpoints, and a lifecycle that owns the store, provider and workers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from bot import admin, webhooks
+from bot.core import Bot
+from bot.http import RUNTIME, problem
+from bot.runtime import running
+from bot.simulator import web as simulator_web
+
+log = structlog.get_logger("groupbot.app")
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app.get(RUNTIME)
+    if runtime is None:
+        return problem(503, "Not ready", "starting")
+    try:
+        await runtime.store.ping()
+    except Exception as exc:
+        return problem(503, "Not ready", f"store: {type(exc).__name__}")
+    return web.json_response({"status": "ready"})
+
+
+def create_app(bot: Bot) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with running(bot) as runtime:
+            app[RUNTIME] = runtime
+            log.info(
+                "bot_started",
+                number=bot.config.bot.number,
+                provider=bot.config.provider.kind,
+                routes=len(bot.router.routes),
+            )
+            yield
+            log.info("bot_stopping")
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/webhooks/inbound", webhooks.inbound)
+    app.router.add_post("/webhooks/status", webhooks.status)
+    app.router.add_post("/api/messages", admin.send_message)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    if bot.config.provider.kind == "simulator":
+        simulator_web.add_routes(app)
+    return app

@@ -1,0 +1,37 @@
+"""The broadcast plan: a Reply becomes one OutboundMessage per member.
+
+Each member's message has `to` = that member and `mms.participants` = every other member,
+so every handset shows one shared thread. The bot is never a participant. A message to one
+member alone carries no participants.
+"""
+
+from __future__ import annotations
+
+from bot.context import Reply
+from bot.groups import Group
+from bot.models import Mms, OutboundMedia, OutboundMessage
+
+
+def plan(reply: Reply, group: Group, *, bot_number: str, sender: str | None = None) -> list[OutboundMessage]:
+    """One message per recipient: the whole group, or only `sender` for `to_sender_only`."""
+    if reply.to_sender_only:
+        if sender is None:
+            raise ValueError("a reply to the sender alone needs a sender")
+        return [_message(reply, to=sender, participants=[], bot_number=bot_number)]
+    return [
+        _message(reply, to=member, participants=group.others(member), bot_number=bot_number)
+        for member in group.members
+    ]
+
+
+def _message(reply: Reply, *, to: str, participants: list[str], bot_number: str) -> OutboundMessage:
+    fields: dict[str, object] = {"to": to, "from": bot_number, "channel": "mms"}
+    if participants:
+        fields["mms"] = Mms(participants=participants)
+    if reply.media is not None:
+        fields["message_type"] = reply.media.kind
+        fields[reply.media.kind] = OutboundMedia(url=reply.media.url, caption=reply.media.caption)
+    else:
+        fields["message_type"] = "text"
+        fields["text"] = reply.text
+    return OutboundMessage.model_validate(fields)

@@ -1,0 +1,166 @@
+"""The `groupbot` command: run, check, route, send."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.compose import compose
+from bot.config import Config, default_path, load_config
+from bot.core import Bot, build_bot
+from bot.exceptions import ConfigError, InvalidInput
+from bot.log import configure
+from bot.models import numbers
+from bot.routing import Explanation
+from bot.runtime import running
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        configure(config.log)
+        if args.command == "run":
+            return _run(config, host=args.host, port=args.port)
+        bot = build_bot(config)
+        if args.command == "check":
+            return _check(bot)
+        if args.command == "route":
+            print(format_explanation(bot, bot.router.explain(args.text)))
+            return 0
+        if args.command == "send":
+            return asyncio.run(_send(bot, args))
+    except ConfigError as exc:
+        print(f"groupbot {args.command}: the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    except InvalidInput as exc:
+        print(f"groupbot {args.command}: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2  # pragma: no cover - parser.error exits
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groupbot", description="A chatbot for US group MMS conversations (Vonage)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument(
+            "--config",
+            type=Path,
+            default=default_path(),
+            help="config file (default: $GROUPBOT_CONFIG, else ./config.yaml)",
+        )
+        return sub
+
+    run = command("run", "start the bot: webhooks, workers, and the web chat in simulator mode")
+    run.add_argument("--host", help="address to listen on (default: server.host)")
+    run.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    command("check", "check config.yaml: routes, plugins, handlers, templates")
+    route = command("route", "show which route would answer a message, and why")
+    route.add_argument("text", help="the message text")
+    send = command("send", "start a group conversation: one message per member")
+    send.add_argument("--to", action="append", required=True, metavar="NUMBER",
+                      help="a member's number (repeat for each member)")
+    send.add_argument("text", nargs="?", help="the text to send")
+    send.add_argument("--template", help="render this template instead of sending TEXT")
+    send.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                      help="a template variable (repeatable)")
+    send.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                      help="how long to wait for every member's message to be sent (default 60)")
+    return parser
+
+
+def _run(config: Config, *, host: str | None, port: int | None) -> int:
+    from aiohttp import web
+
+    from bot.app import create_app
+
+    bot = build_bot(config)
+    host = host or config.server.host
+    port = port if port is not None else config.server.port
+    where = f"http://{host}:{port}/"
+    mode = "web chat at " + where if config.provider.kind == "simulator" else "webhooks at " + where
+    print(f"groupbot: {len(bot.router.routes)} routes, {mode}", file=sys.stderr, flush=True)
+    web.run_app(create_app(bot), host=host, port=port, print=None, shutdown_timeout=15)
+    return 0
+
+
+def _check(bot: Bot) -> int:
+    config = bot.config
+    print(
+        f"{config.source}: OK: {len(bot.router.routes)} routes, "
+        f"{len(bot.registry.by_name)} handlers from {len(config.plugins)} plugins, "
+        f"provider {config.provider.kind}, store {config.storage.url}"
+    )
+    return 0
+
+
+def format_explanation(bot: Bot, explanation: Explanation) -> str:
+    lines = [f"message: {explanation.text!r}"]
+    if explanation.candidates:
+        lines.append("candidates, in order of precedence:")
+        for match in explanation.candidates:
+            mark = "  <- answers" if match == explanation.winner else ""
+            lines.append(f"  routes[{match.route.index}] {match.route.name}: {match.describe()}{mark}")
+    else:
+        lines.append("no keyword, pattern or intent route matches")
+    for intent, score in explanation.intent_scores[:3]:
+        lines.append(f"  intent {intent}: {score:.2f}")
+    winner = explanation.winner
+    if winner is None:
+        lines.append("result: no route answers; the bot stays silent")
+    else:
+        route = winner.route
+        lines.append(
+            f"result: route {route.name!r} answers ({winner.describe()}); "
+            f"handler: {route.handler or '-'}, template: {route.template or '-'}"
+        )
+    return "\n".join(lines)
+
+
+async def _send(bot: Bot, args: argparse.Namespace) -> int:
+    config = bot.config
+    to = numbers(args.to, "--to")
+    members = [n for n in dict.fromkeys(to) if n != config.bot.number]
+    if not members:
+        raise InvalidInput("--to", "expected at least one number besides the bot's own")
+    if len(members) > config.bot.max_group_size:
+        raise InvalidInput(
+            "--to", f"expected at most {config.bot.max_group_size} members, got {len(members)}"
+        )
+    variables = {}
+    for item in args.var:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InvalidInput("--var", f"expected NAME=VALUE, got {item!r}")
+        variables[name] = value
+    reply = compose(
+        bot.templates,
+        bot_number=config.bot.number,
+        members=members,
+        text=args.text,
+        template=args.template,
+        variables=variables,
+    )
+    # The inbox stays with the bot process (if one runs); this one only delivers. Claims in the
+    # store make sure a running bot and this command never send the same message twice.
+    async with running(bot, inbox=False) as runtime:
+        broadcast_id, group = await runtime.send(reply, members)
+        records = await runtime.wait_delivered(broadcast_id, timeout=args.wait)
+    failed = 0
+    print(f"broadcast {broadcast_id} to group {group.key} ({len(records)} members)")
+    for record in records:
+        detail = record.message_uuid if record.state == "sent" else record.error or ""
+        print(f"  +{record.recipient}  {record.state}  {detail}")
+        failed += record.state != "sent"
+    return 1 if failed else 0

@@ -1,0 +1,222 @@
+"""config.yaml -> validated, typed settings.
+
+`${VAR}` and `${VAR:-default}` are replaced from the environment in every string value
+(after YAML parsing, so a variable's value can never change the document's structure).
+Relative paths (templates, a relative SQLite file) are resolved against the config's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.exceptions import ConfigError, InvalidNumber
+from bot.numbers import normalize
+
+DEFAULT_CONFIG = "config.yaml"
+ENV_CONFIG = "GROUPBOT_CONFIG"
+
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BotSettings(_Section):
+    number: str
+    max_group_size: Annotated[int, Field(ge=2, le=50)] = 10
+
+    @field_validator("number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        try:
+            return normalize(value)
+        except InvalidNumber as exc:
+            raise ValueError(exc.message) from None
+
+
+class ProviderSettings(_Section):
+    kind: Literal["simulator", "vonage"] = "simulator"
+    api_url: str = "https://api.nexmo.com"
+    application_id: str = ""
+    private_key: str = ""
+    api_key: str = ""
+    api_secret: str = ""
+    signature_secret: str = ""
+    rate_limit_per_second: Annotated[float, Field(gt=0)] = 30
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ProviderSettings:
+        if self.kind == "vonage" and not (
+            (self.application_id and self.private_key) or (self.api_key and self.api_secret)
+        ):
+            raise ValueError(
+                "provider.kind vonage needs application_id and private_key (JWT auth) "
+                "or api_key and api_secret (Basic auth)"
+            )
+        return self
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    api_token: str = ""
+
+
+class StorageSettings(_Section):
+    url: str = "sqlite:///var/groupbot.db"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError(f"expected sqlite:///PATH, got {value!r}")
+        return value
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+    mask_numbers: bool = True
+
+
+class HandlerSettings(_Section):
+    timeout_seconds: Annotated[float, Field(gt=0)] = 10
+
+
+class IntentSettings(_Section):
+    examples: list[str] = Field(min_length=1)
+
+
+class RouteSettings(_Section):
+    name: Annotated[str, Field(min_length=1)]
+    keywords: list[Annotated[str, Field(min_length=1)]] | None = None
+    pattern: str | None = None
+    intent: str | None = None
+    handler: str | None = None
+    template: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> RouteSettings:
+        triggers = [k for k in ("keywords", "pattern", "intent") if getattr(self, k) is not None]
+        if len(triggers) != 1:
+            raise ValueError(
+                "expected exactly one of keywords, pattern or intent, "
+                f"got {', '.join(triggers) or 'none'}"
+            )
+        if self.keywords == []:
+            raise ValueError("keywords: expected at least one keyword")
+        if self.handler is None and self.template is None:
+            raise ValueError("expected a handler, a template, or both")
+        return self
+
+
+class FallbackSettings(_Section):
+    handler: str | None = None
+    template: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> FallbackSettings:
+        if self.handler is None and self.template is None:
+            raise ValueError("expected a handler, a template, or both")
+        return self
+
+
+class Config(_Section):
+    bot: BotSettings
+    provider: ProviderSettings = ProviderSettings()
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    log: LogSettings = LogSettings()
+    handlers: HandlerSettings = HandlerSettings()
+    plugins: list[str] = []
+    templates: str = "templates"
+    routes: list[RouteSettings] = []
+    intents: dict[str, IntentSettings] = {}
+    fallback: FallbackSettings | None = None
+    # Set by load_config: the folder relative paths are resolved against.
+    root: Path = Path()
+    source: str = DEFAULT_CONFIG
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / self.templates
+
+    @property
+    def sqlite_path(self) -> Path:
+        path = Path(self.storage.url.removeprefix("sqlite:///"))
+        return path if path.is_absolute() else self.root / path
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read, interpolate and validate a config file; raise ConfigError listing every problem."""
+    file = Path(path) if path is not None else default_path()
+    label = str(file)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{label}: cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{label}: not valid YAML: {exc}"]) from None
+    return parse_config(raw, root=file.resolve().parent, source=label)
+
+
+def parse_config(raw: object, *, root: Path, source: str = DEFAULT_CONFIG) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: expected a mapping at the top level"])
+    problems: list[str] = []
+    data = _interpolate(raw, "", problems, source)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Config.model_validate({**data, "root": root, "source": source})
+    except ValidationError as exc:
+        raise ConfigError([_describe(error, source) for error in exc.errors()]) from None
+
+
+def _interpolate(value: Any, where: str, problems: list[str], source: str) -> Any:
+    if isinstance(value, str):
+
+        def replace(found: re.Match[str]) -> str:
+            name, default = found["name"], found["default"]
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            problems.append(
+                f"{source}: {where}: environment variable {name} is not set "
+                f"(write ${{{name}:-}} to allow an empty value)"
+            )
+            return ""
+
+        return _VARIABLE.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, _join(where, str(k)), problems, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]", problems, source) for i, v in enumerate(value)]
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _describe(error: Any, source: str) -> str:
+    where = ""
+    for part in error["loc"]:
+        where = f"{where}[{part}]" if isinstance(part, int) else _join(where, str(part))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{source}: {where or '(top level)'}: {message}"

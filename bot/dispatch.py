@@ -1,0 +1,128 @@
+"""From one inbound message to the messages that answer it.
+
+route -> handler(ctx) -> template -> broadcast plan. Plain async Python, no I/O of its own:
+the inbox worker loads the group's state before and stores the outcome after, atomically.
+A handler or template that fails is logged with its route and the message's id, and the
+group gets nothing for that message; the bot goes on with the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from bot import broadcast
+from bot.context import Context, Reply
+from bot.exceptions import HandlerError, TemplateError
+from bot.groups import Group
+from bot.models import InboundMessage, OutboundMessage
+from bot.plugins import Handler
+from bot.routing import Match, Route, Router
+from bot.templates import Templates
+
+log = structlog.get_logger("groupbot.dispatch")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing one message decided; `error` is set when a handler or template failed."""
+
+    match: Match | None
+    messages: list[OutboundMessage] = field(default_factory=list)
+    state: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def route(self) -> str | None:
+        return self.match.route.name if self.match else None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        router: Router,
+        handlers: Mapping[str, Handler],
+        templates: Templates,
+        *,
+        bot_number: str,
+        timeout_seconds: float,
+    ) -> None:
+        self.router = router
+        self.handlers = handlers  # by route name, resolved and checked at start-up
+        self.templates = templates
+        self.bot_number = bot_number
+        self.timeout_seconds = timeout_seconds
+
+    async def dispatch(self, message: InboundMessage, group: Group, state: dict[str, Any]) -> Outcome:
+        match = self.router.match(message.body_text)
+        if match is None:
+            log.info("route_none")
+            return Outcome(None)
+        route = match.route
+        structlog.contextvars.bind_contextvars(route=route.name)
+        log.info("route_matched", kind=match.kind)
+        before = _snapshot(state)
+        ctx = Context(
+            message=message,
+            group=group,
+            route=route.name,
+            match=match.values,
+            state=state,
+            bot_number=self.bot_number,
+            templates=self.templates,
+        )
+        try:
+            reply = await self._answer(route, ctx)
+        except TimeoutError:
+            error = f"handler timed out after {self.timeout_seconds:g} s"
+            log.error("handler_timeout", timeout_seconds=self.timeout_seconds)
+            return Outcome(match, error=error)
+        except TemplateError as exc:
+            log.error("template_failed", error=str(exc))
+            return Outcome(match, error=str(exc))
+        except Exception as exc:
+            log.exception("handler_failed")
+            return Outcome(match, error=f"{type(exc).__name__}: {exc}")
+        changed = ctx.state if _snapshot(ctx.state) != before else None
+        if reply is None:
+            log.info("reply_none")
+            return Outcome(match, state=changed)
+        messages = broadcast.plan(reply, group, bot_number=self.bot_number, sender=message.sender)
+        return Outcome(match, messages, state=changed)
+
+    async def _answer(self, route: Route, ctx: Context) -> Reply | None:
+        function = self.handlers.get(route.name)
+        if function is None:
+            assert route.template is not None  # checked at start-up
+            return _text(ctx.render(route.template))
+        result = await asyncio.wait_for(function(ctx), self.timeout_seconds)
+        if result is None or isinstance(result, Reply):
+            return result
+        if isinstance(result, str):
+            return _text(result)
+        if isinstance(result, Mapping):
+            if route.template is None:
+                raise HandlerError(
+                    f"handler of route {route.name!r} returned a mapping, "
+                    "but the route names no template to render it with"
+                )
+            return _text(ctx.render(route.template, **result))
+        raise HandlerError(
+            f"handler of route {route.name!r} returned {type(result).__name__}; "
+            "expected Reply, str, a mapping (with a template) or None"
+        )
+
+
+def _text(text: str) -> Reply | None:
+    # An empty answer (a template whose conditions all fell through) means silence.
+    return Reply(text) if text.strip() else None
+
+
+def _snapshot(state: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(state, sort_keys=True, default=str)

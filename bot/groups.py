@@ -1,0 +1,46 @@
+"""Group identity, and the broadcast plan: one message per member, the others as participants."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bot.exceptions import InvalidInput
+
+
+@dataclass(frozen=True)
+class Group:
+    """The members of one conversation: phone numbers as E.164 digits, the bot excluded.
+
+    Members keep the order they were first seen in (sender first), so that participant lists
+    read the same way on every send; identity (`key`) ignores order.
+    """
+
+    members: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise InvalidInput("members", "a group needs at least one member besides the bot")
+        if len(set(self.members)) != len(self.members):
+            raise InvalidInput("members", "a group lists each member once")
+
+    @classmethod
+    def of(cls, numbers: Iterable[str], *, bot_number: str) -> Group:
+        """Members from already-normalised numbers: deduplicated, the bot's own number dropped."""
+        seen = dict.fromkeys(n for n in numbers if n != bot_number)
+        return cls(tuple(seen))
+
+    @property
+    def key(self) -> str:
+        """A stable identifier that does not reveal the numbers (safe in logs and URLs)."""
+        digest = hashlib.sha256(",".join(sorted(self.members)).encode()).hexdigest()
+        return f"g{digest[:16]}"
+
+    @property
+    def is_one_to_one(self) -> bool:
+        return len(self.members) == 1
+
+    def others(self, member: str) -> list[str]:
+        """The participants listed in `member`'s message: everyone but them."""
+        return [m for m in self.members if m != member]

@@ -1,0 +1,51 @@
+"""structlog set-up: one event per stage, context bound once (message_uuid, group, route),
+JSON when not on a terminal, phone numbers masked to their last four digits by default."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from bot.config import LogSettings
+from bot.numbers import mask
+
+_NUMBER = re.compile(r"\+?\d{7,15}")
+_NUMBER_KEYS = frozenset({"to", "from", "sender", "recipient", "number", "members", "participants"})
+
+
+def mask_numbers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask every value that is a phone number, and every list of them, in known keys."""
+    for key, value in event.items():
+        if isinstance(value, str) and (key in _NUMBER_KEYS or _NUMBER.fullmatch(value)):
+            event[key] = mask(value) if _NUMBER.fullmatch(value) else value
+        elif key in _NUMBER_KEYS and isinstance(value, list | tuple):
+            event[key] = [mask(v) if isinstance(v, str) else v for v in value]
+    return event
+
+
+def configure(settings: LogSettings) -> None:
+    json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if settings.mask_numbers:
+        processors.append(mask_numbers)
+    if json:
+        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer())
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[settings.level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )

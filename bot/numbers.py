@@ -1,0 +1,54 @@
+"""Phone numbers as the Messages API writes them: E.164 digits without the `+`."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+from bot.exceptions import InvalidNumber
+
+MIN_DIGITS = 7  # the API's ToNumber minLength
+MAX_DIGITS = 15  # E.164's maximum length
+
+
+def normalize(raw: str, *, field: str = "number") -> str:
+    """Return `raw` as E.164 digits without `+`, or raise InvalidNumber naming `field`.
+
+    Accepts what people and the API write: `11234567891`, `+1 (123) 456-7891`,
+    `001 123 456 7891`. The country code is required: there is no default region, because a
+    guess would silently address a stranger.
+    """
+    text = raw.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    elif not text.startswith("+"):
+        text = "+" + text
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidNumber(
+            field, f"expected E.164 digits with country code, got {raw!r} ({exc})"
+        ) from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidNumber(
+            field, f"expected a possible E.164 phone number with country code, got {raw!r}"
+        )
+    digits = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
+    if not MIN_DIGITS <= len(digits) <= MAX_DIGITS:
+        raise InvalidNumber(field, f"expected {MIN_DIGITS} to {MAX_DIGITS} digits, got {raw!r}")
+    return digits
+
+
+def mask(number: str) -> str:
+    """Hide all but the last four digits, for logs: `11234567891` -> `•••••••7891`."""
+    if len(number) <= 4:
+        return "•" * len(number)
+    return "•" * (len(number) - 4) + number[-4:]
+
+
+def display(number: str) -> str:
+    """Format digits for people: `11234567891` -> `+1 123-456-7891`."""
+    try:
+        parsed = phonenumbers.parse("+" + number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

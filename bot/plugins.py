@@ -1,0 +1,103 @@
+"""Handler plugins: the `@handler` decorator, loading plugin modules, resolving references.
+
+A plugin is a module listed in `plugins:`. Its handlers are marked with `@handler("name")`
+(the mark lives on the function, so there is no global registry to leak between bots);
+a route's `handler:` is a registered name or `module:function` of a listed plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+if TYPE_CHECKING:
+    from bot.context import Context, Reply
+
+HandlerResult = "Reply | str | Mapping[str, Any] | None"
+Handler = Callable[["Context"], Awaitable[Any]]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_MARK = "__groupbot_handler__"
+
+
+@overload
+def handler(name: F) -> F: ...
+@overload
+def handler(name: str | None = None) -> Callable[[F], F]: ...
+def handler(name: str | F | None = None) -> F | Callable[[F], F]:
+    """Register an `async def f(ctx)` as a handler, under `name` or the function's own name.
+
+    Use as `@handler("status")` or bare `@handler`.
+    """
+
+    def mark(function: F) -> F:
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"@handler: {function.__qualname__} must be an async def function")
+        setattr(function, _MARK, name if isinstance(name, str) else function.__name__)
+        return function
+
+    if callable(name):
+        return mark(name)
+    return mark
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The handlers of the loaded plugins, by registered name and by `module:function`."""
+
+    plugins: tuple[str, ...]
+    by_name: Mapping[str, Handler]
+    by_reference: Mapping[str, Handler]
+
+    def resolve(self, reference: str) -> Handler | None:
+        return self.by_name.get(reference) or self.by_reference.get(reference)
+
+    def describe_missing(self, reference: str) -> str:
+        module, _, function = reference.partition(":")
+        if function and module not in self.plugins:
+            return f"handler {reference!r}: module {module!r} is not listed in plugins"
+        if function:
+            return f"handler {reference!r}: {module} has no @handler function {function!r}"
+        known = ", ".join(sorted(self.by_name)) or "none"
+        return f"handler {reference!r} is not registered (registered: {known})"
+
+
+def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[str]]:
+    """Import each plugin module; return the registry and a list of problems found."""
+    # Plugins live beside config.yaml, like the shipped `handlers` package.
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    problems: list[str] = []
+    by_name: dict[str, Handler] = {}
+    by_reference: dict[str, Handler] = {}
+    owner: dict[str, str] = {}
+    for i, module_name in enumerate(modules):
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # a plugin's import error must not hide the others
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            problems.append(
+                f"plugins[{i}]: cannot import {module_name!r}: {type(exc).__name__}: {exc} "
+                f"({where.filename}:{where.lineno})"
+            )
+            continue
+        for attribute, function in vars(module).items():
+            name = getattr(function, _MARK, None)
+            if not isinstance(name, str) or function.__module__ != module.__name__:
+                continue
+            by_reference[f"{module_name}:{attribute}"] = function
+            if name in owner:
+                problems.append(
+                    f"plugins[{i}]: handler name {name!r} in {module_name} is already "
+                    f"registered by {owner[name]}"
+                )
+                continue
+            owner[name] = module_name
+            by_name[name] = function
+    return Registry(tuple(modules), by_name, by_reference), problems
