@@ -12,7 +12,9 @@ from bot.groups import Group
 from bot.models import Mms, OutboundMedia, OutboundMessage
 
 
-def plan(reply: Reply, group: Group, *, bot_number: str, sender: str | None = None) -> list[OutboundMessage]:
+def plan(
+    reply: Reply, group: Group, *, bot_number: str, sender: str | None = None
+) -> list[OutboundMessage]:
     """One message per recipient: the whole group, or only `sender` for `to_sender_only`."""
     if reply.to_sender_only:
         if sender is None:

@@ -69,14 +69,29 @@ def _parser() -> argparse.ArgumentParser:
     route = command("route", "show which route would answer a message, and why")
     route.add_argument("text", help="the message text")
     send = command("send", "start a group conversation: one message per member")
-    send.add_argument("--to", action="append", required=True, metavar="NUMBER",
-                      help="a member's number (repeat for each member)")
+    send.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        metavar="NUMBER",
+        help="a member's number (repeat for each member)",
+    )
     send.add_argument("text", nargs="?", help="the text to send")
     send.add_argument("--template", help="render this template instead of sending TEXT")
-    send.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                      help="a template variable (repeatable)")
-    send.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
-                      help="how long to wait for every member's message to be sent (default 60)")
+    send.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template variable (repeatable)",
+    )
+    send.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for every member's message to be sent (default 60)",
+    )
     return parser
 
 
@@ -111,7 +126,9 @@ def format_explanation(bot: Bot, explanation: Explanation) -> str:
         lines.append("candidates, in order of precedence:")
         for match in explanation.candidates:
             mark = "  <- answers" if match == explanation.winner else ""
-            lines.append(f"  routes[{match.route.index}] {match.route.name}: {match.describe()}{mark}")
+            lines.append(
+                f"  routes[{match.route.index}] {match.route.name}: {match.describe()}{mark}"
+            )
     else:
         lines.append("no keyword, pattern or intent route matches")
     for intent, score in explanation.intent_scores[:3]:
@@ -156,7 +173,7 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
     # store make sure a running bot and this command never send the same message twice.
     async with running(bot, inbox=False) as runtime:
         broadcast_id, group = await runtime.send(reply, members)
-        records = await runtime.wait_delivered(broadcast_id, timeout=args.wait)
+        records = await runtime.wait_delivered(broadcast_id, within_seconds=args.wait)
     failed = 0
     print(f"broadcast {broadcast_id} to group {group.key} ({len(records)} members)")
     for record in records:

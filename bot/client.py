@@ -130,7 +130,9 @@ def _load_private_key(value: str, root: Path) -> RSAPrivateKey:
         try:
             pem = path.read_bytes()
         except OSError as exc:
-            raise ConfigError([f"provider.private_key: cannot read {path}: {exc.strerror}"]) from None
+            raise ConfigError(
+                [f"provider.private_key: cannot read {path}: {exc.strerror}"]
+            ) from None
     try:
         key = load_pem_private_key(pem, password=None)
     except ValueError as exc:

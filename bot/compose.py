@@ -28,7 +28,8 @@ def compose(
     given = [name for name, v in (("text", text), ("template", template), ("media", media)) if v]
     if len(given) != 1:
         raise InvalidInput(
-            "text", f"expected exactly one of text, template or media, got {', '.join(given) or 'none'}"
+            "text",
+            f"expected exactly one of text, template or media, got {', '.join(given) or 'none'}",
         )
     if template is not None:
         values = {"members": list(members), "bot_number": bot_number, **(variables or {})}

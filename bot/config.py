@@ -202,7 +202,9 @@ def _interpolate(value: Any, where: str, problems: list[str], source: str) -> An
 
         return _VARIABLE.sub(replace, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, _join(where, str(k)), problems, source) for k, v in value.items()}
+        return {
+            k: _interpolate(v, _join(where, str(k)), problems, source) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_interpolate(v, f"{where}[{i}]", problems, source) for i, v in enumerate(value)]
     return value

@@ -22,7 +22,9 @@ class Media:
 
     def __post_init__(self) -> None:
         if self.kind not in MEDIA_KINDS:
-            raise HandlerError(f"Media.kind: expected one of {', '.join(MEDIA_KINDS)}, got {self.kind!r}")
+            raise HandlerError(
+                f"Media.kind: expected one of {', '.join(MEDIA_KINDS)}, got {self.kind!r}"
+            )
         if not self.url.startswith(("https://", "http://")):
             raise HandlerError(f"Media.url: expected an http(s) URL, got {self.url!r}")
 

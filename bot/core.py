@@ -52,7 +52,9 @@ def build_bot(config: Config) -> Bot:
                 said(f"{where}: keyword {keyword!r} has no letters or digits to match")
             elif phrase in keywords:
                 owner, first = keywords[phrase]
-                same = "" if first == keyword else f" as {first!r} (case and punctuation are ignored)"
+                same = (
+                    "" if first == keyword else f" as {first!r} (case and punctuation are ignored)"
+                )
                 said(f"{where}: keyword {keyword!r} is already used{same} by route {owner!r}")
             else:
                 keywords[phrase] = (settings.name, keyword)

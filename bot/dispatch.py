@@ -57,7 +57,9 @@ class Dispatcher:
         self.bot_number = bot_number
         self.timeout_seconds = timeout_seconds
 
-    async def dispatch(self, message: InboundMessage, group: Group, state: dict[str, Any]) -> Outcome:
+    async def dispatch(
+        self, message: InboundMessage, group: Group, state: dict[str, Any]
+    ) -> Outcome:
         match = self.router.match(message.body_text)
         if match is None:
             log.info("route_none")

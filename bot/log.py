@@ -38,7 +38,10 @@ def configure(settings: LogSettings) -> None:
     if settings.mask_numbers:
         processors.append(mask_numbers)
     if json:
-        processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        processors += [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ]
     else:
         processors.append(structlog.dev.ConsoleRenderer())
     structlog.configure(

@@ -75,7 +75,12 @@ class OutboxWorker(Worker[OutboxItem]):
                     log.error("send_gave_up", error=str(exc), attempts=item.attempts)
                 else:
                     await self.store.record_retry(item.id, str(exc), at)
-                    log.warning("send_retry", error=str(exc), attempts=item.attempts, in_seconds=round(at - now, 2))
+                    log.warning(
+                        "send_retry",
+                        error=str(exc),
+                        attempts=item.attempts,
+                        in_seconds=round(at - now, 2),
+                    )
                 return
         await self.store.record_sent(item.id, message_uuid, time.time())
         log.info("sent", provider_uuid=message_uuid, attempts=item.attempts)

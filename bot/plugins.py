@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
-    from bot.context import Context, Reply
+    from bot.context import Context
 
-HandlerResult = "Reply | str | Mapping[str, Any] | None"
 Handler = Callable[["Context"], Awaitable[Any]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -30,21 +29,23 @@ _MARK = "__groupbot_handler__"
 def handler(name: F) -> F: ...
 @overload
 def handler(name: str | None = None) -> Callable[[F], F]: ...
-def handler(name: str | F | None = None) -> F | Callable[[F], F]:
+def handler(name: Any = None) -> Any:
     """Register an `async def f(ctx)` as a handler, under `name` or the function's own name.
 
     Use as `@handler("status")` or bare `@handler`.
     """
+    if name is None or isinstance(name, str):
+        registered = name
+        return lambda function: _mark(function, registered or function.__name__)
+    return _mark(name, name.__name__)
 
-    def mark(function: F) -> F:
-        if not inspect.iscoroutinefunction(function):
-            raise TypeError(f"@handler: {function.__qualname__} must be an async def function")
-        setattr(function, _MARK, name if isinstance(name, str) else function.__name__)
-        return function
 
-    if callable(name):
-        return mark(name)
-    return mark
+def _mark(function: F, name: str) -> F:
+    is_async = inspect.iscoroutinefunction(function)  # kept apart: it narrows `function`
+    if not is_async:
+        raise TypeError(f"@handler: {function.__qualname__} must be an async def function")
+    setattr(function, _MARK, name)
+    return function
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
         """Seconds to wait after the `attempts`-th failed attempt."""
-        ceiling = min(self.max_delay_seconds, self.base_seconds * 2 ** (attempts - 1))
+        ceiling = min(self.max_delay_seconds, self.base_seconds * 2.0 ** (attempts - 1))
         # "Equal jitter": never less than half the backoff, so retries of many members spread
         # out without any of them coming back almost at once.
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy

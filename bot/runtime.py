@@ -70,10 +70,10 @@ class Runtime:
         return broadcast_id, group
 
     async def wait_delivered(
-        self, broadcast_id: str, timeout: float, poll_seconds: float = 0.05
+        self, broadcast_id: str, within_seconds: float, poll_seconds: float = 0.05
     ) -> list[OutboxRecord]:
-        """Poll until every message of the broadcast is sent or failed, or `timeout` passes."""
-        deadline = time.monotonic() + timeout
+        """Poll until every message of the broadcast is sent or failed, or the time is up."""
+        deadline = time.monotonic() + within_seconds
         while True:
             records = await self.store.broadcast(broadcast_id)
             if all(r.state in ("sent", "failed") for r in records) or time.monotonic() > deadline:

@@ -55,5 +55,7 @@ async def status(request: web.Request) -> web.Response:
         log.exception("status_store_failed")
         return problem(503, "Store unavailable", "the status was not stored; retry later")
     error = update.error.title if update.error else None
-    log.info("status_recorded" if known else "status_unknown_message", status=update.status, error=error)
+    log.info(
+        "status_recorded" if known else "status_unknown_message", status=update.status, error=error
+    )
     return web.json_response({"message_uuid": str(update.message_uuid), "known": known})

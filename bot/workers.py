@@ -5,6 +5,7 @@ retries coming due)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from typing import Generic, TypeVar
 
@@ -57,10 +58,8 @@ class Worker(ABC, Generic[T]):
             if claimed and len(self._tasks) < self.concurrency:
                 continue  # there may be more where these came from
             timeout = await self.idle_seconds() if not claimed else self.poll_seconds
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     async def _handle(self, item: T) -> None:
         try:

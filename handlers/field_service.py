@@ -18,7 +18,9 @@ async def status(ctx: Context) -> dict[str, object]:
 async def arrived(ctx: Context) -> str:
     """The technician says they are on site: remember it, tell everyone."""
     ctx.state["visit"] = {"arrived_at": ctx.message.timestamp.isoformat(), "technician": ctx.sender}
-    return f"The technician (ending {ctx.sender[-4:]}) is on site. We'll confirm when the job is done."
+    return (
+        f"The technician (ending {ctx.sender[-4:]}) is on site. We'll confirm when the job is done."
+    )
 
 
 @handler("van_photo")

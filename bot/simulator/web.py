@@ -66,14 +66,25 @@ async def conversation(request: web.Request) -> web.Response:
     entries = await runtime.store.conversation(key)
     phones = {
         member: [
-            {"at": e.at, "from": e.sender, "text": e.text, "state": e.state, "mine": e.sender == member}
+            {
+                "at": e.at,
+                "from": e.sender,
+                "text": e.text,
+                "state": e.state,
+                "mine": e.sender == member,
+            }
             for e in entries
             if e.sender == member or member in e.recipients
         ]
         for member in members
     }
     return web.json_response(
-        {"key": key, "bot_number": runtime.bot.config.bot.number, "members": members, "phones": phones}
+        {
+            "key": key,
+            "bot_number": runtime.bot.config.bot.number,
+            "members": members,
+            "phones": phones,
+        }
     )
 
 

@@ -107,11 +107,15 @@ class Store(Protocol):
 
     async def load_state(self, group_key: str) -> dict[str, Any]: ...
 
-    async def enqueue(self, outbound: Sequence[OutboxEntry], members: Sequence[str], now: float) -> None:
+    async def enqueue(
+        self, outbound: Sequence[OutboxEntry], members: Sequence[str], now: float
+    ) -> None:
         """Queue a broadcast that answers no inbound message (`groupbot send`, the admin API)."""
         ...
 
-    async def claim_outbound(self, limit: int, now: float, lease_seconds: float) -> list[OutboxItem]:
+    async def claim_outbound(
+        self, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboxItem]:
         """Due messages, at most one in flight per member of a group, oldest first."""
         ...
 

@@ -204,7 +204,9 @@ class SqliteStore:
             )
 
     async def load_state(self, group_key: str) -> dict[str, Any]:
-        async with self._db.execute("SELECT state FROM groups WHERE key = ?", (group_key,)) as cursor:
+        async with self._db.execute(
+            "SELECT state FROM groups WHERE key = ?", (group_key,)
+        ) as cursor:
             row = await cursor.fetchone()
         return dict(json.loads(row["state"])) if row else {}
 
@@ -218,7 +220,9 @@ class SqliteStore:
                 await _ensure_group(db, group_key, members, now)
             await _insert_outbound(db, outbound, now)
 
-    async def claim_outbound(self, limit: int, now: float, lease_seconds: float) -> list[OutboxItem]:
+    async def claim_outbound(
+        self, limit: int, now: float, lease_seconds: float
+    ) -> list[OutboxItem]:
         async with self._transaction() as db:
             async with db.execute(
                 """
@@ -281,22 +285,28 @@ class SqliteStore:
         usage = status.usage
         async with self._transaction() as db:
             await db.execute(
-                "INSERT INTO statuses (message_uuid, status, body, received_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO statuses (message_uuid, status, body, received_at) "
+                "VALUES (?, ?, ?, ?)",
                 (uuid, status.status, body.decode("utf-8", "replace"), now),
             )
             cursor = await db.execute(
                 "UPDATE outbound SET status = ?, status_at = ?, "
                 "price = COALESCE(?, price), currency = COALESCE(?, currency) "
                 "WHERE message_uuid = ?",
-                (status.status, now, usage.price if usage else None,
-                 usage.currency if usage else None, uuid),
+                (
+                    status.status,
+                    now,
+                    usage.price if usage else None,
+                    usage.currency if usage else None,
+                    uuid,
+                ),
             )
             return cursor.rowcount > 0
 
     async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]:
         async with self._db.execute(
-            "SELECT id, broadcast_id, recipient, state, attempts, message_uuid, error, status, body "
-            "FROM outbound WHERE broadcast_id = ? ORDER BY id",
+            "SELECT id, broadcast_id, recipient, state, attempts, message_uuid, error, status, "
+            "body FROM outbound WHERE broadcast_id = ? ORDER BY id",
             (broadcast_id,),
         ) as cursor:
             rows = await cursor.fetchall()
@@ -331,7 +341,9 @@ class SqliteStore:
                 message = InboundMessage.model_validate_json(row["body"])
                 others = (message.to, *message.participants)
                 entries.append(
-                    ThreadEntry(row["received_at"], message.sender, others, message.body_text, row["state"])
+                    ThreadEntry(
+                        row["received_at"], message.sender, others, message.body_text, row["state"]
+                    )
                 )
         async with self._db.execute(
             "SELECT body, created_at, state, status FROM outbound WHERE group_key = ?", (group_key,)
@@ -340,7 +352,10 @@ class SqliteStore:
                 sent = OutboundMessage.model_validate_json(row["body"])
                 entries.append(
                     ThreadEntry(
-                        row["created_at"], sent.from_, (sent.to,), sent.summary(),
+                        row["created_at"],
+                        sent.from_,
+                        (sent.to,),
+                        sent.summary(),
                         row["status"] or row["state"],
                     )
                 )
