@@ -167,6 +167,8 @@ def load_config(path: Path | str | None = None) -> Config:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"{label}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{label}: not UTF-8 text (byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{label}: not valid YAML: {exc}"]) from None
     return parse_config(raw, root=file.resolve().parent, source=label)
@@ -190,10 +192,12 @@ def _interpolate(value: Any, where: str, problems: list[str], source: str) -> An
 
         def replace(found: re.Match[str]) -> str:
             name, default = found["name"], found["default"]
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
+            value = os.environ.get(name)
+            # As in the shell: `:-` takes the default when the variable is unset or empty.
+            if default is not None and not value:
                 return default
+            if value is not None:
+                return value
             problems.append(
                 f"{source}: {where}: environment variable {name} is not set "
                 f"(write ${{{name}:-}} to allow an empty value)"

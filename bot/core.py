@@ -37,7 +37,7 @@ def build_bot(config: Config) -> Bot:
         problems.append(f"{source}: templates: folder {config.templates_dir} does not exist")
 
     routes: list[Route] = []
-    handlers: dict[str, Handler] = {}
+    handlers: dict[int, Handler] = {}  # by route index: a route may be named "fallback"
     names: dict[str, int] = {}
     keywords: dict[tuple[str, ...], tuple[str, str]] = {}
     for index, settings in enumerate(config.routes):
@@ -66,7 +66,7 @@ def build_bot(config: Config) -> Bot:
         _check_answer(settings.handler, settings.template, where, registry, templates, problems)
         function = registry.resolve(settings.handler) if settings.handler else None
         if function is not None:
-            handlers[settings.name] = function
+            handlers[index] = function
         routes.append(
             Route(
                 name=settings.name,
@@ -88,7 +88,7 @@ def build_bot(config: Config) -> Bot:
         fallback = Route("fallback", len(routes), config.fallback.handler, config.fallback.template)
         function = registry.resolve(config.fallback.handler) if config.fallback.handler else None
         if function is not None:
-            handlers[fallback.name] = function
+            handlers[fallback.index] = function
 
     if problems:
         raise ConfigError(problems)

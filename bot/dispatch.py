@@ -45,14 +45,14 @@ class Dispatcher:
     def __init__(
         self,
         router: Router,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[int, Handler],
         templates: Templates,
         *,
         bot_number: str,
         timeout_seconds: float,
     ) -> None:
         self.router = router
-        self.handlers = handlers  # by route name, resolved and checked at start-up
+        self.handlers = handlers  # by route index, resolved and checked at start-up
         self.templates = templates
         self.bot_number = bot_number
         self.timeout_seconds = timeout_seconds
@@ -97,7 +97,7 @@ class Dispatcher:
         return Outcome(match, messages, state=changed)
 
     async def _answer(self, route: Route, ctx: Context) -> Reply | None:
-        function = self.handlers.get(route.name)
+        function = self.handlers.get(route.index)
         if function is None:
             assert route.template is not None  # checked at start-up
             return _text(ctx.render(route.template))

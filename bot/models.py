@@ -125,8 +125,10 @@ class InboundMessage(_Wire):
         """What routing reads: the text, or the caption of an attachment."""
         if self.text is not None:
             return self.text
-        media = self.media
-        return media[0].caption or "" if media else ""
+        single = getattr(self, self.message_type)
+        if isinstance(single, InboundMedia) and single.caption:
+            return single.caption
+        return next((item.caption for item in self.content or () if item.caption), "")
 
     @property
     def media(self) -> list[ContentItem]:

@@ -46,9 +46,16 @@ def mask(number: str) -> str:
 
 
 def display(number: str) -> str:
-    """Format digits for people: `11234567891` -> `+1 123-456-7891`."""
+    """Format digits for people: `12025550111` -> `+1 202-555-0111`.
+
+    North American numbers always get the NANP grouping, even the docs' 1123456789x examples
+    (whose area code the library does not format); others use the library's grouping.
+    """
     try:
         parsed = phonenumbers.parse("+" + number, None)
     except phonenumbers.NumberParseException:
         return number
+    national = str(parsed.national_number)
+    if parsed.country_code == 1 and len(national) == 10:
+        return f"+1 {national[:3]}-{national[3:6]}-{national[6:]}"
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

@@ -48,6 +48,12 @@ def _mark(function: F, name: str) -> F:
     return function
 
 
+def _origin(exc: BaseException) -> str:
+    """file:line where the exception was raised (a SyntaxError names its own place)."""
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{where.filename}:{where.lineno}"
+
+
 @dataclass(frozen=True)
 class Registry:
     """The handlers of the loaded plugins, by registered name and by `module:function`."""
@@ -82,10 +88,9 @@ def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # a plugin's import error must not hide the others
-            where = traceback.extract_tb(exc.__traceback__)[-1]
             problems.append(
-                f"plugins[{i}]: cannot import {module_name!r}: {type(exc).__name__}: {exc} "
-                f"({where.filename}:{where.lineno})"
+                f"plugins[{i}]: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+                + ("" if isinstance(exc, SyntaxError) else f" ({_origin(exc)})")
             )
             continue
         for attribute, function in vars(module).items():

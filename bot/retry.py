@@ -24,7 +24,9 @@ class RetryPolicy:
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
         """Seconds to wait after the `attempts`-th failed attempt."""
-        ceiling = min(self.max_delay_seconds, self.base_seconds * 2.0 ** (attempts - 1))
+        # The exponent is clamped first: 2.0 ** 1100 overflows long before the cap applies.
+        doublings = min(max(attempts - 1, 0), 60)
+        ceiling = min(self.max_delay_seconds, self.base_seconds * 2.0**doublings)
         # "Equal jitter": never less than half the backoff, so retries of many members spread
         # out without any of them coming back almost at once.
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrecy

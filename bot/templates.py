@@ -27,13 +27,6 @@ class Templates:
         )
         self._env.filters["phone"] = display
 
-    def exists(self, name: str) -> bool:
-        try:
-            self._env.get_template(name)
-        except jinja2.TemplateNotFound:
-            return False
-        return True
-
     def problem(self, name: str) -> str | None:
         """Why `name` cannot be used, or None when it loads."""
         try:
@@ -42,6 +35,8 @@ class Templates:
             return f"template {name!r} not found in {self.directory}"
         except jinja2.TemplateSyntaxError as exc:
             return f"template {name!r}: {exc.message} (line {exc.lineno})"
+        except UnicodeDecodeError as exc:
+            return f"template {name!r}: not UTF-8 text (byte {exc.start})"
         return None
 
     def render(self, name: str, variables: Mapping[str, Any]) -> str:

@@ -14,6 +14,8 @@ import structlog
 T = TypeVar("T")
 log = structlog.get_logger("groupbot.workers")
 
+MIN_IDLE_SECONDS = 0.005
+
 
 class Worker(ABC, Generic[T]):
     def __init__(self, name: str, *, concurrency: int, poll_seconds: float) -> None:
@@ -57,7 +59,12 @@ class Worker(ABC, Generic[T]):
                 task.add_done_callback(self._tasks.discard)
             if claimed and len(self._tasks) < self.concurrency:
                 continue  # there may be more where these came from
-            timeout = await self.idle_seconds() if not claimed else self.poll_seconds
+            # Full, or just claimed: wait for a slot (a finishing task wakes us). Idle: sleep
+            # until the next item comes due, never less than MIN_IDLE_SECONDS (no busy loop).
+            if claimed or free <= 0:
+                timeout = self.poll_seconds
+            else:
+                timeout = max(MIN_IDLE_SECONDS, await self.idle_seconds())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

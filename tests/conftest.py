@@ -11,7 +11,7 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,9 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_config(tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str) -> Callable[..., Config]:
+def make_config(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str
+) -> Callable[..., Config]:
     """The shipped config, sending to the fake API with JWT auth, storing in tmp_path."""
 
     def make(overrides: dict[str, Any] | None = None) -> Config:
@@ -110,7 +112,8 @@ class Harness:
 
     @property
     def runtime(self) -> Runtime:
-        return self.client.app[RUNTIME]
+        runtime: Runtime = self.client.app[RUNTIME]
+        return runtime
 
     async def post_inbound(self, body: dict[str, Any] | bytes) -> ClientResponse:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -124,13 +127,13 @@ async def start_bot(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
     fake_api: FakeMessagesApi,
     make_config: Callable[..., Config],
-) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+) -> Callable[..., Awaitable[Harness]]:
     async def start(overrides: dict[str, Any] | None = None) -> Harness:
         bot = build_bot(make_config(overrides))
         client = await aiohttp_client(create_app(bot))
         return Harness(client, bot, fake_api)
 
-    yield start
+    return start
 
 
 def inbound(

@@ -87,7 +87,11 @@ class FakeMessagesApi:
         return await self._record(body, authorization, claims, step)
 
     async def _record(
-        self, body: dict[str, Any], authorization: str, claims: dict[str, Any] | None, step: Scripted
+        self,
+        body: dict[str, Any],
+        authorization: str,
+        claims: dict[str, Any] | None,
+        step: Scripted,
     ) -> web.Response:
         message_uuid = str(uuid.uuid4()) if step.status == 202 else None
         answer = step.body if step.body is not None else {"message_uuid": message_uuid}
@@ -99,7 +103,9 @@ class FakeMessagesApi:
             answer, status=step.status, headers=step.headers, content_type=content_type
         )
 
-    def _check_auth(self, authorization: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def _check_auth(
+        self, authorization: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         unauthorized = {
             "type": "https://developer.nexmo.com/api-errors#unauthorized",
             "title": "Unauthorized",
@@ -114,7 +120,10 @@ class FakeMessagesApi:
             return None, unauthorized
         try:
             claims = jwt.decode(
-                token, self.public_key, algorithms=["RS256"], options={"require": ["exp", "iat", "jti"]}
+                token,
+                self.public_key,
+                algorithms=["RS256"],
+                options={"require": ["exp", "iat", "jti"]},
             )
         except jwt.PyJWTError as exc:
             return None, {**unauthorized, "detail": str(exc)}

@@ -362,8 +362,15 @@ class SqliteStore:
         return sorted(entries, key=lambda e: e.at)
 
     async def next_due(self) -> float | None:
+        # Only the head of each member's queue can be due: the messages behind it wait for it.
         async with self._db.execute(
-            "SELECT MIN(next_attempt_at) FROM outbound WHERE state = 'pending'"
+            """
+            SELECT MIN(o.next_attempt_at) FROM outbound o
+            WHERE o.state = 'pending' AND o.id IN (
+                SELECT MIN(id) FROM outbound
+                WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
+            )
+            """
         ) as cursor:
             row = await cursor.fetchone()
         return float(row[0]) if row and row[0] is not None else None

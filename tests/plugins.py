@@ -1,0 +1,52 @@
+"""Handlers used by the tests' configs (listed in `plugins` as `tests.plugins`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot import Context, handler
+
+# Tests that need a handler to wait set a fresh Event here, and set() it to let it finish.
+gate: asyncio.Event | None = None
+
+
+@handler("echo")
+async def echo(ctx: Context) -> str:
+    return f"echo: {ctx.text}"
+
+
+@handler("slow")
+async def slow(ctx: Context) -> str:
+    assert gate is not None
+    await gate.wait()
+    return "done waiting"
+
+
+@handler("boom")
+async def boom(ctx: Context) -> str:
+    raise RuntimeError("handler exploded")
+
+
+@handler("silent")
+async def silent(ctx: Context) -> None:
+    ctx.state["seen"] = ctx.state.get("seen", 0) + 1
+
+
+@handler("attachments")
+async def attachments(ctx: Context) -> str:
+    return "got " + ", ".join(f"{m.type}:{m.url}" for m in ctx.media)
+
+
+@handler("whoami")
+async def whoami(ctx: Context) -> str:
+    return f"{ctx.sender} in a group of {len(ctx.members)}: {','.join(ctx.members)}"
+
+
+@handler("wrong_type")
+async def wrong_type(ctx: Context) -> int:
+    return 42
+
+
+@handler("match_values")
+async def match_values(ctx: Context) -> dict[str, object]:
+    return {"extra": "from the handler"}

@@ -1,0 +1,124 @@
+"""`POST /api/messages`: start a group conversation with a bearer token."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import BOT_NUMBER, Harness
+
+StartBot = Callable[..., Awaitable[Harness]]
+SEED = ["11234567891", "11234567892", "11234567893"]
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+def outbound_rows(bot: Harness) -> int:
+    with sqlite3.connect(bot.bot.config.sqlite_path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbound").fetchone()[0])
+
+
+async def test_send_reaches_every_member_with_recomputed_participants(start_bot: StartBot) -> None:
+    bot = await start_bot()
+
+    response = await bot.client.post(
+        "/api/messages", json={"to": SEED, "text": "Hello from Vonage"}, headers=AUTH
+    )
+
+    assert response.status == 202
+    answer = await response.json()
+    assert [m["to"] for m in answer["messages"]] == SEED
+    accepted = await bot.api.wait_for_accepted(3)
+    assert sorted((r.body["to"], r.body["mms"]["participants"]) for r in accepted) == [
+        (SEED[0], [SEED[1], SEED[2]]),
+        (SEED[1], [SEED[0], SEED[2]]),
+        (SEED[2], [SEED[0], SEED[1]]),
+    ]
+    assert {r.body["from"] for r in accepted} == {BOT_NUMBER}
+
+
+async def test_send_renders_a_template_with_members_and_variables(start_bot: StartBot) -> None:
+    bot = await start_bot()
+
+    response = await bot.client.post(
+        "/api/messages", json={"to": SEED[:2], "template": "welcome.txt.j2"}, headers=AUTH
+    )
+
+    assert response.status == 202
+    accepted = await bot.api.wait_for_accepted(2)
+    assert all(
+        r.body["text"].startswith("Hello from groupbot! This thread connects 2 people")
+        for r in accepted
+    )
+
+
+async def test_send_can_carry_an_image(start_bot: StartBot) -> None:
+    bot = await start_bot()
+    media = {"kind": "image", "url": "https://example.com/van.jpg", "caption": "Our van"}
+
+    response = await bot.client.post(
+        "/api/messages", json={"to": SEED[:2], "media": media}, headers=AUTH
+    )
+
+    assert response.status == 202
+    accepted = await bot.api.wait_for_accepted(2)
+    assert {
+        (r.body["message_type"], r.body["image"]["url"], r.body["image"]["caption"])
+        for r in accepted
+    } == {("image", "https://example.com/van.jpg", "Our van")}
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "test-token"}]
+)
+async def test_send_without_the_right_token_is_401_and_sends_nothing(
+    start_bot: StartBot, headers: dict[str, str]
+) -> None:
+    bot = await start_bot()
+
+    response = await bot.client.post(
+        "/api/messages", json={"to": SEED, "text": "hi"}, headers=headers
+    )
+
+    assert response.status == 401
+    assert outbound_rows(bot) == 0
+
+
+async def test_admin_api_is_off_without_a_configured_token(start_bot: StartBot) -> None:
+    bot = await start_bot({"server": {"api_token": ""}})
+
+    response = await bot.client.post(
+        "/api/messages", json={"to": SEED, "text": "hi"}, headers={"Authorization": "Bearer "}
+    )
+
+    assert response.status == 403
+    assert outbound_rows(bot) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"to": [], "text": "hi"}, "to"),
+        ({"to": ["11234567891", "nope"], "text": "hi"}, "to[1]"),
+        ({"to": SEED}, "text"),
+        ({"to": SEED, "text": "hi", "template": "welcome.txt.j2"}, "text"),
+        ({"to": SEED, "template": "missing.txt.j2"}, "template"),
+        ({"to": SEED, "text": "hi", "colour": "red"}, "colour"),
+        ({"to": SEED, "media": {"kind": "hologram", "url": "https://x.example/a"}}, "media.kind"),
+        ({"to": SEED, "media": {"kind": "image", "url": "ftp://x.example/a.jpg"}}, "media"),
+        ({"to": [BOT_NUMBER], "text": "hi"}, "to"),
+        ({"to": [f"1202555{i:04d}" for i in range(11)], "text": "hi"}, "to"),
+    ],
+)
+async def test_bad_send_request_is_400_naming_the_field(
+    start_bot: StartBot, body: dict[str, Any], field: str
+) -> None:
+    bot = await start_bot()
+
+    response = await bot.client.post("/api/messages", json=body, headers=AUTH)
+
+    assert response.status == 400
+    assert (await response.json())["field"] == field
+    assert outbound_rows(bot) == 0

@@ -1,0 +1,355 @@
+"""bot/cli.py: the `groupbot` command, run as a real subprocess (`python -m bot`).
+
+Commands that talk to the fake Messages API run with asyncio subprocesses, so the fake, which
+lives in the test's event loop, can answer while the command waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.conftest import APPLICATION_ID, BOT_NUMBER, ROOT, inbound, merge, shipped_config
+from tests.fakes import FakeMessagesApi
+
+MEMBERS = ["11234567891", "11234567892", "11234567893"]
+COMMAND_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def environment() -> dict[str, str]:
+    """A clean environment: no GROUPBOT_* or VONAGE_* from the developer's shell."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def write_config(folder: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """The shipped config's routes and plugins, templates from the repo, storage in `folder`."""
+    config = merge(
+        shipped_config(),
+        {
+            "provider": {"kind": "simulator"},
+            "templates": str(ROOT / "templates"),
+            "storage": {"url": f"sqlite:///{folder / 'var' / 'groupbot.db'}"},
+            "log": {"level": "info", "format": "json"},
+        },
+    )
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(merge(config, overrides or {}), sort_keys=False))
+    return path
+
+
+def vonage(api: FakeMessagesApi, private_pem: str) -> dict[str, Any]:
+    return {
+        "provider": {
+            "kind": "vonage",
+            "api_url": api.url,
+            "application_id": APPLICATION_ID,
+            "private_key": private_pem,
+        }
+    }
+
+
+async def groupbot(*args: str | Path, cwd: Path) -> Result:
+    """Run `python -m bot ARGS` to completion without blocking the event loop."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *map(str, args),
+        cwd=cwd,
+        env=environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), COMMAND_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"groupbot {' '.join(map(str, args))} did not finish in {COMMAND_SECONDS} s")
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- help, check, route --------------------------------------------------------------------
+
+
+async def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = await groupbot("--help", cwd=tmp_path)
+
+    assert result.code == 0
+    for command in ("run", "check", "route", "send"):
+        assert f"    {command} " in result.out
+
+
+async def test_check_accepts_the_shipped_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot("check", "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert f"{config}: OK: 10 routes" in result.out
+    assert "provider simulator" in result.out
+
+
+async def test_check_accepts_the_shipped_config_file_itself(tmp_path: Path) -> None:
+    result = await groupbot("check", "--config", ROOT / "config.yaml", cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert "OK: 10 routes" in result.out
+
+
+async def test_check_reports_a_shared_keyword_and_a_bad_pattern_with_route_names(
+    tmp_path: Path,
+) -> None:
+    routes = shipped_config()["routes"]
+    routes[0] = {**routes[0], "pattern": r"^ticket\s*(?P<ticket_id>\d+"}
+    routes.append({"name": "eta-again", "keywords": ["ETA"], "template": "status.txt.j2"})
+    config = write_config(tmp_path, {"routes": routes})
+
+    result = await groupbot("check", "--config", config, cwd=tmp_path)
+
+    assert result.code == 1
+    assert "OK" not in result.out
+    problems = [line for line in result.err.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 2, result.err
+    assert any("routes[0] (ticket): pattern:" in p and "missing )" in p for p in problems), (
+        result.err
+    )
+    assert any(
+        f"routes[{len(routes) - 1}] (eta-again): keyword 'ETA' is already used" in p
+        and "by route 'status'" in p
+        for p in problems
+    ), result.err
+
+
+async def test_check_reports_a_config_that_does_not_exist(tmp_path: Path) -> None:
+    result = await groupbot("check", "--config", tmp_path / "absent.yaml", cwd=tmp_path)
+
+    assert result.code == 1
+    assert "absent.yaml: cannot read" in result.err
+
+
+async def test_route_names_the_status_route_and_its_keyword(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot("route", "--config", config, "what's the ETA?", cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert "result: route 'status' answers (keyword 'eta')" in result.out
+    assert "handler: handlers.field_service:status, template: status.txt.j2" in result.out
+
+
+async def test_route_says_the_bot_stays_silent_when_nothing_matches(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot("route", "--config", config, "good morning everyone", cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert "no keyword, pattern or intent route matches" in result.out
+    assert "result: no route answers; the bot stays silent" in result.out
+
+
+# -- send ----------------------------------------------------------------------------------
+
+
+def sent_lines(out: str) -> dict[str, list[str]]:
+    """`  +NUMBER  STATE  DETAIL` lines by number."""
+    lines: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if line.startswith("  +"):
+            number, *rest = line.strip().removeprefix("+").split()
+            lines[number] = rest
+    return lines
+
+
+async def test_send_delivers_one_message_per_member(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str
+) -> None:
+    config = write_config(tmp_path, vonage(fake_api, private_pem))
+    to = [arg for member in MEMBERS for arg in ("--to", member)]
+
+    result = await groupbot("send", "--config", config, *to, "Hello from Vonage", cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert len(fake_api.attempts) == 3
+    bodies = {str(a.body["to"]): a.body for a in fake_api.accepted}
+    assert sorted(bodies) == MEMBERS
+    for member, body in bodies.items():
+        assert body["from"] == BOT_NUMBER
+        assert body["text"] == "Hello from Vonage"
+        assert body["mms"] == {"participants": [m for m in MEMBERS if m != member]}
+    assert "(3 members)" in result.out
+    uuids = {str(a.body["to"]): a.message_uuid for a in fake_api.accepted}
+    assert sent_lines(result.out) == {m: ["sent", str(uuids[m])] for m in MEMBERS}
+
+
+async def test_send_renders_a_template(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str
+) -> None:
+    config = write_config(tmp_path, vonage(fake_api, private_pem))
+    to = [arg for member in MEMBERS for arg in ("--to", member)]
+
+    result = await groupbot(
+        "send", "--config", config, *to, "--template", "welcome.txt.j2", cwd=tmp_path
+    )
+
+    assert result.code == 0, result.err
+    assert len(fake_api.accepted) == 3
+    texts = {str(a.body["text"]) for a in fake_api.accepted}
+    assert len(texts) == 1
+    assert texts.pop().startswith("Hello from groupbot! This thread connects 3 people.")
+    assert [line[0] for line in sent_lines(result.out).values()] == ["sent"] * 3
+
+
+async def test_send_with_an_invalid_number_names_it_and_sends_nothing(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str
+) -> None:
+    config = write_config(tmp_path, vonage(fake_api, private_pem))
+
+    result = await groupbot(
+        "send",
+        "--config",
+        config,
+        "--to",
+        MEMBERS[0],
+        "--to",
+        "not-a-number",
+        "--to",
+        MEMBERS[2],
+        "Hello",
+        cwd=tmp_path,
+    )
+
+    assert result.code == 2
+    assert "--to[1]" in result.err
+    assert "not-a-number" in result.err
+    assert fake_api.attempts == []
+
+
+async def test_send_reports_a_refused_member_and_exits_1(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str
+) -> None:
+    fake_api.respond(402, {"title": "Low balance", "detail": "Top up your account."})
+    config = write_config(tmp_path, vonage(fake_api, private_pem))
+    to = [arg for member in MEMBERS for arg in ("--to", member)]
+
+    result = await groupbot("send", "--config", config, *to, "Hello", cwd=tmp_path)
+
+    assert result.code == 1
+    states = sorted(line[0] for line in sent_lines(result.out).values())
+    assert states == ["failed", "sent", "sent"]
+    assert "Low balance: Top up your account." in result.out
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: asyncio.subprocess.Process
+    url: str
+    log: Path
+
+
+@pytest.fixture
+async def run_bot(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str
+) -> AsyncIterator[Server]:
+    """`groupbot run` on a free port, sending to the fake API; killed if a test leaves it."""
+    config = write_config(tmp_path, vonage(fake_api, private_pem))
+    port = free_port()
+    log = tmp_path / "run.log"
+    with log.open("wb") as output:  # a file, not a pipe nobody reads, for the JSON logs
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env=environment(),
+            stdout=output,
+            stderr=output,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    yield server
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def wait_healthy(server: Server, session: aiohttp.ClientSession, within: float) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        if server.process.returncode is not None:
+            pytest.fail(f"groupbot run exited early:\n{server.log.read_text()}")
+        try:
+            async with session.get(server.url + "/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"/healthz not 200 within {within} s:\n{server.log.read_text()}")
+        await asyncio.sleep(0.05)
+
+
+async def test_run_answers_a_webhook_and_stops_on_sigterm(
+    run_bot: Server, fake_api: FakeMessagesApi
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await wait_healthy(run_bot, session, within=30)
+        webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
+        async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
+            assert response.status == 200
+            answer = await response.json()
+        assert answer == {"message_uuid": webhook["message_uuid"], "duplicate": False}
+
+        accepted = await fake_api.wait_for_accepted(3)
+
+    assert sorted(str(a.body["to"]) for a in accepted) == MEMBERS
+    for record in accepted:
+        assert str(record.body["text"]).startswith("Ticket #42 is open.")
+        assert record.body["mms"] == {
+            "participants": [m for m in MEMBERS if m != record.body["to"]]
+        }
+
+    run_bot.process.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.wait_for(run_bot.process.wait(), 15)
+    except TimeoutError:
+        pytest.fail(f"groupbot run did not exit within 15 s of SIGTERM:\n{run_bot.log.read_text()}")
+    assert code == 0, run_bot.log.read_text()

@@ -1,0 +1,345 @@
+"""bot.core.build_bot: the shipped config assembles; every route problem is named at once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Config, parse_config
+from bot.core import Bot, build_bot
+from bot.exceptions import ConfigError
+from bot.groups import Group
+from bot.models import parse_inbound
+from tests.conftest import BOT_NUMBER, ROOT, inbound, shipped_config
+
+SOURCE = "config.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _default_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shipped config reads ${GROUPBOT_PROVIDER:-simulator}: keep it on the simulator.
+    monkeypatch.delenv("GROUPBOT_PROVIDER", raising=False)
+
+
+def config_with(extra_routes: list[dict[str, Any]] | None = None, **overrides: Any) -> Config:
+    raw = shipped_config()
+    raw["routes"] = [*raw["routes"], *(extra_routes or [])]
+    raw.update(overrides)
+    return parse_config(raw, root=ROOT)
+
+
+def problems_of(config: Config) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        build_bot(config)
+    return caught.value.problems
+
+
+SHIPPED_ROUTES = len(shipped_config()["routes"])
+
+
+def where(offset: int, name: str) -> str:
+    """How a problem names the route appended at `offset` after the shipped ones."""
+    return f"{SOURCE}: routes[{SHIPPED_ROUTES + offset}] ({name}): "
+
+
+@pytest.fixture
+def bot() -> Bot:
+    return build_bot(parse_config(shipped_config(), root=ROOT))
+
+
+# The shipped config
+
+
+def test_shipped_config_builds_a_bot(bot: Bot) -> None:
+    assert [r.name for r in bot.router.routes] == [r["name"] for r in shipped_config()["routes"]]
+    assert bot.config.bot.number == "11234567890"
+    assert bot.router.fallback is None
+
+
+def test_shipped_config_resolves_every_handler(bot: Bot) -> None:
+    with_handler = {i for i, r in enumerate(shipped_config()["routes"]) if "handler" in r}
+    assert set(bot.dispatcher.handlers) == with_handler
+    assert bot.registry.resolve("handlers.support:case_status") is bot.registry.resolve(
+        "case_status"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "route", "values"),
+    [
+        ("Ticket #42 please", "ticket", {"ticket_id": "42"}),
+        ("TICKET 7", "ticket", {"ticket_id": "7"}),
+        ("Can I speak to a specialist?", "escalate", {"keyword": "speak to a specialist"}),
+        ("Where ARE you??", "status", {"keyword": "where are you"}),
+        ("update: pipes replaced", "update", {"update": "pipes replaced"}),
+        ("who is On-Call?", "on-call", {"keyword": "on call"}),
+        ("I'm here", "arrived", {"keyword": "i'm here"}),
+    ],
+)
+def test_shipped_routes_answer_their_messages(
+    bot: Bot, text: str, route: str, values: dict[str, str]
+) -> None:
+    found = bot.router.match(text)
+    assert found is not None
+    assert found.route.name == route
+    assert dict(found.values) == values
+
+
+@pytest.mark.parametrize("text", ["hello", "statuses", "thanks!"])
+def test_shipped_config_is_silent_on_other_messages(bot: Bot, text: str) -> None:
+    assert bot.router.match(text) is None
+
+
+def test_shipped_templates_render_for_a_template_only_route(bot: Bot) -> None:
+    text = bot.templates.render("ticket.txt.j2", {"match": {"ticket_id": "42"}, "members": [1, 2]})
+    assert text.startswith("Ticket #42 is open.")
+
+
+# One problem at a time
+
+
+def test_keyword_used_by_two_routes_is_named() -> None:
+    problems = problems_of(
+        config_with([{"name": "also-eta", "keywords": ["eta"], "template": "hours.txt.j2"}])
+    )
+    assert problems == [f"{where(0, 'also-eta')}keyword 'eta' is already used by route 'status'"]
+
+
+def test_keyword_differing_only_in_case_and_punctuation_is_named() -> None:
+    problems = problems_of(
+        config_with([{"name": "pager", "keywords": ["On-Call"], "template": "hours.txt.j2"}])
+    )
+    assert problems == [
+        f"{where(0, 'pager')}keyword 'On-Call' is already used as 'on call' "
+        "(case and punctuation are ignored) by route 'on-call'"
+    ]
+
+
+def test_keyword_without_letters_or_digits_is_named() -> None:
+    problems = problems_of(
+        config_with([{"name": "bang", "keywords": ["!!!"], "template": "hours.txt.j2"}])
+    )
+    assert problems == [f"{where(0, 'bang')}keyword '!!!' has no letters or digits to match"]
+
+
+def test_pattern_that_does_not_compile_is_named() -> None:
+    problems = problems_of(
+        config_with([{"name": "broken", "pattern": "^ticket (?P<id", "template": "hours.txt.j2"}])
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{where(0, 'broken')}pattern: ")
+
+
+def test_handler_that_does_not_exist_is_named() -> None:
+    problems = problems_of(config_with([{"name": "ghost", "keywords": ["boo"], "handler": "boo"}]))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{where(0, 'ghost')}handler 'boo' is not registered")
+    assert "escalate" in problems[0]  # the registered names are listed
+
+
+def test_handler_of_a_module_not_in_plugins_is_named() -> None:
+    problems = problems_of(
+        config_with(
+            [{"name": "bill", "keywords": ["invoice"], "handler": "handlers.billing:invoice"}]
+        )
+    )
+    assert problems == [
+        f"{where(0, 'bill')}handler 'handlers.billing:invoice': "
+        "module 'handlers.billing' is not listed in plugins"
+    ]
+
+
+def test_handler_function_missing_from_a_listed_plugin_is_named() -> None:
+    problems = problems_of(
+        config_with([{"name": "gone", "keywords": ["gone"], "handler": "handlers.team:nothing"}])
+    )
+    assert problems == [
+        f"{where(0, 'gone')}handler 'handlers.team:nothing': "
+        "handlers.team has no @handler function 'nothing'"
+    ]
+
+
+def test_template_that_does_not_exist_is_named() -> None:
+    problems = problems_of(
+        config_with([{"name": "faq", "keywords": ["faq"], "template": "faq.txt.j2"}])
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{where(0, 'faq')}template 'faq.txt.j2' not found")
+
+
+def test_duplicate_route_name_is_named() -> None:
+    problems = problems_of(
+        config_with([{"name": "status", "keywords": ["progress"], "template": "hours.txt.j2"}])
+    )
+    first = next(i for i, r in enumerate(shipped_config()["routes"]) if r["name"] == "status")
+    assert problems == [f"{where(0, 'status')}name is already used by routes[{first}]"]
+
+
+def test_intent_route_is_refused_in_this_version() -> None:
+    problems = problems_of(
+        config_with(
+            [{"name": "book", "intent": "book_visit", "handler": "escalate"}],
+            intents={"book_visit": {"examples": ["book a visit for friday"]}},
+        )
+    )
+    assert problems == [
+        f"{where(0, 'book')}intent routes need an intent classifier, not available in this version"
+    ]
+
+
+def test_intent_route_with_an_undefined_intent_says_so_too() -> None:
+    problems = problems_of(
+        config_with([{"name": "book", "intent": "book_visit", "handler": "escalate"}])
+    )
+    assert f"{where(0, 'book')}intent 'book_visit' is not defined under intents" in problems
+    assert len(problems) == 2
+
+
+def test_fallback_with_a_missing_template_is_named() -> None:
+    problems = problems_of(config_with(fallback={"template": "sorry.txt.j2"}))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{SOURCE}: fallback: template 'sorry.txt.j2' not found")
+
+
+def test_fallback_with_an_existing_template_is_used() -> None:
+    bot = build_bot(config_with(fallback={"template": "welcome.txt.j2"}))
+    found = bot.router.match("hello")
+    assert found is not None
+    assert found.kind == "fallback"
+    assert found.route.template == "welcome.txt.j2"
+
+
+def test_missing_templates_folder_is_named(tmp_path: Path) -> None:
+    problems = problems_of(config_with(templates=str(tmp_path / "none")))
+    assert f"{SOURCE}: templates: folder {tmp_path / 'none'} does not exist" in problems
+
+
+def test_template_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", folder)
+    (folder / "latin1.txt.j2").write_bytes("Café opens at 9".encode("latin-1"))
+    config = config_with(
+        [{"name": "cafe", "keywords": ["cafe"], "template": "latin1.txt.j2"}],
+        templates=str(folder),
+    )
+    problems = problems_of(config)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{where(0, 'cafe')}template 'latin1.txt.j2'")
+
+
+@pytest.mark.parametrize(
+    ("route", "fallback", "text", "expected"),
+    [
+        (
+            {"name": "fallback", "keywords": ["help"], "template": "hours.txt.j2"},
+            {"handler": "escalate"},
+            "help",
+            "We answer Monday to Friday",  # the route's own template, not escalate
+        ),
+        (
+            {"name": "fallback", "keywords": ["help"], "handler": "escalate"},
+            {"template": "welcome.txt.j2"},
+            "good morning",
+            "Hello from groupbot!",  # the fallback's template, not the route's handler
+        ),
+    ],
+)
+async def test_route_named_fallback_is_not_confused_with_the_fallback(
+    route: dict[str, Any], fallback: dict[str, Any], text: str, expected: str
+) -> None:
+    config = config_with([route], fallback=fallback)
+    refused: list[str] = []
+    try:
+        bot = build_bot(config)
+    except ConfigError as exc:
+        refused = exc.problems
+    if refused:  # refusing the name as reserved is a correct answer too
+        assert any(p.startswith(where(0, "fallback")) for p in refused)
+        return
+    message = parse_inbound(json.dumps(inbound("11234567891", text, ["11234567892"])).encode())
+    group = Group.of([message.sender, *message.participants], bot_number=BOT_NUMBER)
+    outcome = await bot.dispatcher.dispatch(message, group, {})
+    assert outcome.error is None
+    assert [(m.text or "")[: len(expected)] for m in outcome.messages] == [expected] * 2
+    assert outcome.state is None  # escalate, which records an escalation, did not run
+
+
+def test_plugin_that_cannot_be_imported_is_named() -> None:
+    raw_plugins = [*shipped_config()["plugins"], "handlers.not_there"]
+    problems = problems_of(config_with(plugins=raw_plugins))
+    assert any(
+        p.startswith(f"{SOURCE}: plugins[3]: cannot import 'handlers.not_there'") for p in problems
+    )
+
+
+# Everything at once
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bad_routes: list[dict[str, Any]] = [
+        {"name": "dup-kw", "keywords": ["escalate"], "template": "hours.txt.j2"},
+        {"name": "dup-phrase", "keywords": ["On-Call"], "template": "hours.txt.j2"},
+        {"name": "bad-pattern", "pattern": "([unclosed", "template": "hours.txt.j2"},
+        {"name": "ghost", "keywords": ["ghost"], "handler": "no_such_handler"},
+        {"name": "foreign", "keywords": ["foreign"], "handler": "handlers.billing:invoice"},
+        {"name": "no-template", "keywords": ["faq"], "template": "faq.txt.j2"},
+        {"name": "ticket", "keywords": ["tickets"], "template": "hours.txt.j2"},
+        {"name": "book", "intent": "book_visit", "handler": "escalate"},
+    ]
+    problems = problems_of(
+        config_with(bad_routes, intents={"book_visit": {"examples": ["book a visit"]}})
+    )
+    expected_starts = [
+        f"{where(0, 'dup-kw')}keyword 'escalate' is already used by route 'escalate'",
+        f"{where(1, 'dup-phrase')}keyword 'On-Call' is already used as 'on call'",
+        f"{where(2, 'bad-pattern')}pattern: ",
+        f"{where(3, 'ghost')}handler 'no_such_handler' is not registered",
+        f"{where(4, 'foreign')}handler 'handlers.billing:invoice': module 'handlers.billing'",
+        f"{where(5, 'no-template')}template 'faq.txt.j2' not found",
+        f"{where(6, 'ticket')}name is already used by routes[0]",
+        f"{where(7, 'book')}intent routes need an intent classifier",
+    ]
+    assert len(problems) == len(expected_starts)
+    for problem, start in zip(problems, expected_starts, strict=True):
+        assert problem.startswith(start)
+
+
+def test_problems_of_one_route_are_all_reported() -> None:
+    problems = problems_of(
+        config_with(
+            [
+                {
+                    "name": "status",
+                    "pattern": "(",
+                    "handler": "nobody",
+                    "template": "missing.txt.j2",
+                }
+            ]
+        )
+    )
+    prefix = where(0, "status")
+    assert len(problems) == 4
+    assert all(p.startswith(prefix) for p in problems)
+    assert [p.removeprefix(prefix).split(" ")[0] for p in problems] == [
+        "name",
+        "pattern:",
+        "handler",
+        "template",
+    ]
+
+
+def test_config_error_str_lists_the_problems_one_a_line() -> None:
+    config = config_with(
+        [
+            {"name": "a", "keywords": ["eta"], "template": "hours.txt.j2"},
+            {"name": "b", "keywords": ["x"], "template": "nope.j2"},
+        ]
+    )
+    with pytest.raises(ConfigError) as caught:
+        build_bot(config)
+    assert str(caught.value).splitlines() == caught.value.problems
+    assert len(caught.value.problems) == 2

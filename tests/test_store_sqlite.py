@@ -1,0 +1,197 @@
+"""The SQLite store: dedupe, per-group order, atomic completion, claims and leases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot import broadcast
+from bot.context import Reply
+from bot.groups import Group
+from bot.models import parse_status
+from bot.store import OutboxEntry
+from bot.store.sqlite import MIGRATIONS, SqliteStore
+from tests.conftest import BOT_NUMBER, DATA
+
+A = Group(("11234567891", "11234567892", "11234567893"))
+B = Group(("12025550101", "12025550102"))
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore.open(tmp_path / "var" / "bot.db")
+    yield opened
+    await opened.close()
+
+
+async def accept(store: SqliteStore, uuid: str, group: Group, at: float = NOW) -> bool:
+    return await store.accept_inbound(
+        uuid, group.key, group.members, f'{{"id": "{uuid}"}}'.encode(), at
+    )
+
+
+def entries(broadcast_id: str, group: Group, text: str = "hi") -> list[OutboxEntry]:
+    messages = broadcast.plan(Reply(text), group, bot_number=BOT_NUMBER)
+    return [OutboxEntry(broadcast_id, group.key, m) for m in messages]
+
+
+async def test_open_creates_the_folder_and_schema_once(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "bot.db"
+    first = await SqliteStore.open(path)
+    await accept(first, "m1", A)
+    await first.close()
+
+    again = await SqliteStore.open(path)  # migrations already applied: nothing is redone
+    async with again._db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    assert tuple(row) == (len(MIGRATIONS),)
+    assert await accept(again, "m1", A) is False
+    await again.close()
+
+
+async def test_accept_is_deduplicated_by_message_uuid(store: SqliteStore) -> None:
+    assert await accept(store, "m1", A) is True
+    assert await accept(store, "m1", A) is False
+    results = await asyncio.gather(*(accept(store, "m2", A) for _ in range(10)))
+    assert sorted(results) == [False] * 9 + [True]
+
+
+async def test_claim_gives_one_message_per_group_in_arrival_order(store: SqliteStore) -> None:
+    for uuid, group in (("a1", A), ("b1", B), ("a2", A), ("b2", B)):
+        await accept(store, uuid, group)
+
+    first = await store.claim_inbound(10, NOW, 60)
+    assert [item.message_uuid for item in first] == ["a1", "b1"]
+    assert await store.claim_inbound(10, NOW, 60) == []  # both groups are busy
+
+    await store.complete_inbound("a1", now=NOW, route=None, outbound=[], state=None)
+    assert [item.message_uuid for item in await store.claim_inbound(10, NOW, 60)] == ["a2"]
+
+
+async def test_an_expired_claim_is_taken_up_again(store: SqliteStore) -> None:
+    await accept(store, "a1", A)
+    [claimed] = await store.claim_inbound(10, NOW, 60)
+    assert await store.claim_inbound(10, NOW + 59, 60) == []
+
+    [again] = await store.claim_inbound(10, NOW + 61, 60)
+
+    assert again.message_uuid == "a1"
+    assert again.attempts == claimed.attempts + 1
+
+
+async def test_completion_queues_messages_saves_state_and_marks_done_together(
+    store: SqliteStore,
+) -> None:
+    await accept(store, "a1", A)
+    await store.claim_inbound(1, NOW, 60)
+
+    await store.complete_inbound(
+        "a1", now=NOW, route="ticket", outbound=entries("a1", A), state=(A.key, {"n": 1})
+    )
+
+    assert await store.load_state(A.key) == {"n": 1}
+    records = await store.broadcast("a1")
+    assert [(r.recipient, r.state) for r in records] == [(m, "pending") for m in A.members]
+    # Completing again (a crash between send and mark) adds no second copy.
+    await store.complete_inbound(
+        "a1", now=NOW, route="ticket", outbound=entries("a1", A), state=None
+    )
+    assert len(await store.broadcast("a1")) == 3
+
+
+async def test_outbox_claims_one_message_in_flight_per_member(store: SqliteStore) -> None:
+    await store.enqueue(entries("b-1", A, "first"), A.members, NOW)
+    await store.enqueue(entries("b-2", A, "second"), A.members, NOW)
+
+    first = await store.claim_outbound(10, NOW, 60)
+    assert [(i.broadcast_id, i.message.to) for i in first] == [("b-1", m) for m in A.members]
+    assert await store.claim_outbound(10, NOW, 60) == []
+
+    await store.record_sent(first[0].id, "uuid-1", NOW)
+    [next_one] = await store.claim_outbound(10, NOW, 60)
+    assert (next_one.broadcast_id, next_one.message.text) == ("b-2", "second")
+    assert next_one.message.to == A.members[0]
+
+
+async def test_retry_waits_until_due_and_keeps_member_order(store: SqliteStore) -> None:
+    await store.enqueue(entries("b-1", B, "first"), B.members, NOW)
+    await store.enqueue(entries("b-2", B, "second"), B.members, NOW)
+    first = await store.claim_outbound(10, NOW, 60)
+    await store.record_retry(first[0].id, "HTTP 500", NOW + 30)
+    await store.record_sent(first[1].id, "u", NOW)
+
+    claimed = await store.claim_outbound(10, NOW + 1, 60)
+
+    # The second member's next message goes; the first member's waits behind its retry.
+    assert [(i.broadcast_id, i.message.to) for i in claimed] == [("b-2", B.members[1])]
+    assert await store.next_due() == NOW + 30
+    [retried] = await store.claim_outbound(10, NOW + 31, 60)
+    assert (retried.broadcast_id, retried.attempts) == ("b-1", 2)
+
+
+async def test_two_stores_on_one_file_never_claim_the_same_message(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    one, two = await SqliteStore.open(path), await SqliteStore.open(path)
+    for n in range(20):
+        group = Group((f"1202555{n:04d}",))
+        await one.enqueue(entries(f"b-{n}", group), group.members, NOW)
+
+    claims = await asyncio.gather(
+        *(store.claim_outbound(3, NOW, 60) for _ in range(10) for store in (one, two))
+    )
+
+    ids = [item.id for claim in claims for item in claim]
+    assert len(ids) == len(set(ids)) == 20
+    await one.close()
+    await two.close()
+
+
+async def test_status_updates_the_member_message_and_keeps_history(store: SqliteStore) -> None:
+    await store.enqueue(entries("b-1", B), B.members, NOW)
+    [first, _] = await store.claim_outbound(10, NOW, 60)
+    await store.record_sent(first.id, "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", NOW)
+    body = (DATA / "vonage" / "message-status-mms.submitted.example.json").read_bytes()
+
+    assert await store.record_status(parse_status(body), body, NOW) is True
+
+    [record, _] = await store.broadcast("b-1")
+    assert (record.state, record.status, record.message_uuid) == (
+        "sent",
+        "submitted",
+        "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab",
+    )
+    rejected = json.loads(
+        (DATA / "vonage" / "message-status-mms.rejected.example.json").read_text()
+    )
+    assert await store.record_status(parse_status(json.dumps(rejected).encode()), b"{}", NOW)
+    assert (await store.broadcast("b-1"))[0].status == "rejected"
+
+
+async def test_conversation_shows_members_messages_and_answers_in_order(store: SqliteStore) -> None:
+    body = json.dumps(
+        {
+            "channel": "mms",
+            "message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789fa",
+            "from": A.members[0],
+            "to": BOT_NUMBER,
+            "timestamp": "2025-10-03T12:15:25Z",
+            "message_type": "text",
+            "text": "Hello to the group!",
+            "mms": {"participants": list(A.members[1:])},
+        }
+    ).encode()
+    await store.accept_inbound("aaaaaaaa-bbbb-4ccc-8ddd-0123456789fa", A.key, A.members, body, NOW)
+    await store.enqueue(entries("b-1", A, "Hello back"), A.members, NOW + 1)
+
+    conversation = await store.conversation(A.key)
+
+    assert [(e.sender, e.text) for e in conversation] == [(A.members[0], "Hello to the group!")] + [
+        (BOT_NUMBER, "Hello back")
+    ] * 3
+    assert await store.groups() == [(A.key, A.members)]
