@@ -14,17 +14,23 @@ import structlog
 from bot.config import LogSettings
 from bot.numbers import mask
 
-_NUMBER = re.compile(r"\+?\d{7,15}")
-_NUMBER_KEYS = frozenset({"to", "from", "sender", "recipient", "number", "members", "participants"})
+# A run of 7 to 15 digits standing alone: a phone number, whether it is a whole value or
+# inside a sentence ("expected the bot's number 11234567890"); not part of a UUID or a word.
+_NUMBER = re.compile(r"(?<![\w-])\+?\d{7,15}(?![\w-])")
+_NUMBER_KEYS = frozenset({"members", "participants"})
+
+
+def _masked(found: re.Match[str]) -> str:
+    return mask(found.group())
 
 
 def mask_numbers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Mask every value that is a phone number, and every list of them, in known keys."""
+    """Mask every phone number in string values, and in lists of numbers, to its last 4 digits."""
     for key, value in event.items():
-        if isinstance(value, str) and (key in _NUMBER_KEYS or _NUMBER.fullmatch(value)):
-            event[key] = mask(value) if _NUMBER.fullmatch(value) else value
+        if isinstance(value, str):
+            event[key] = _NUMBER.sub(_masked, value)
         elif key in _NUMBER_KEYS and isinstance(value, list | tuple):
-            event[key] = [mask(v) if isinstance(v, str) else v for v in value]
+            event[key] = [_NUMBER.sub(_masked, v) if isinstance(v, str) else v for v in value]
     return event
 
 

@@ -7,6 +7,7 @@ lives in the test's event loop, can answer while the command waits.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -353,3 +354,40 @@ async def test_run_answers_a_webhook_and_stops_on_sigterm(
     except TimeoutError:
         pytest.fail(f"groupbot run did not exit within 15 s of SIGTERM:\n{run_bot.log.read_text()}")
     assert code == 0, run_bot.log.read_text()
+
+
+async def test_run_refuses_to_start_on_a_config_with_problems(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, {"routes": [{"name": "broken", "pattern": "(", "template": "missing.j2"}]}
+    )
+
+    result = await groupbot("run", "--config", config, "--port", str(free_port()), cwd=tmp_path)
+
+    assert result.code == 1
+    assert "routes[0] (broken): pattern: missing ), unterminated subpattern" in result.err
+    assert "routes[0] (broken): template 'missing.j2' not found" in result.err
+
+
+async def test_run_logs_json_with_context_and_masked_numbers(
+    run_bot: Server, fake_api: FakeMessagesApi
+) -> None:
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await wait_healthy(run_bot, session, within=30)
+        webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
+        async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
+            assert response.status == 200
+        await fake_api.wait_for_accepted(3)
+    run_bot.process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(run_bot.process.wait(), 15)
+
+    text = run_bot.log.read_text()
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    by_name = {event["event"]: event for event in events}
+    routed = by_name["route_matched"]
+    assert (routed["message_uuid"], routed["route"]) == (webhook["message_uuid"], "ticket")
+    assert by_name["inbound_processed"]["queued"] == 3
+    assert [e["to"] for e in events if e["event"] == "sent"].count("•••••••7891") == 1
+    for number in [*MEMBERS, BOT_NUMBER]:
+        assert number not in text  # masked everywhere, kept to the last four digits
+    assert "Ticket #42" not in text  # message bodies stay out of info logs

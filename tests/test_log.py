@@ -1,0 +1,33 @@
+"""bot/log.py: phone numbers never reach the logs whole."""
+
+from __future__ import annotations
+
+from bot.log import mask_numbers
+
+
+def test_numbers_are_masked_as_values_inside_sentences_and_in_lists() -> None:
+    event = {
+        "event": "inbound_invalid",
+        "to": "11234567890",
+        "reason": "expected the bot's number 11234567890, got +447700900001",
+        "members": ["11234567891", "11234567892"],
+        "message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789fa",
+        "attempts": 3,
+    }
+
+    masked = mask_numbers(None, "info", event)
+
+    assert masked == {
+        "event": "inbound_invalid",
+        "to": "•••••••7890",
+        "reason": "expected the bot's number •••••••7890, got •••••••••0001",
+        "members": ["•••••••7891", "•••••••7892"],
+        "message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789fa",
+        "attempts": 3,
+    }
+
+
+def test_short_digit_runs_and_identifiers_are_left_alone() -> None:
+    event = {"event": "x", "detail": "HTTP 429 after 120 s", "group": "g0389026ad0fb3351"}
+
+    assert mask_numbers(None, "info", dict(event)) == event
