@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.compose import compose
 from bot.context import Media
 from bot.exceptions import HandlerError, InvalidInput
+from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
 from bot.models import MediaKind, Number, invalid_input
 
@@ -51,18 +52,14 @@ async def send_message(request: web.Request) -> web.Response:
         return problem(401, "Unauthorized", "expected Authorization: Bearer <server.api_token>")
     try:
         body = SendRequest.model_validate_json(await request.read())
-        members = [n for n in dict.fromkeys(body.to) if n != config.bot.number]
-        if not members:
-            raise InvalidInput("to", "expected at least one number besides the bot's own")
-        if len(members) > config.bot.max_group_size:
-            raise InvalidInput(
-                "to", f"expected at most {config.bot.max_group_size} members, got {len(members)}"
-            )
+        group = Group.for_broadcast(
+            body.to, bot_number=config.bot.number, max_size=config.bot.max_group_size
+        )
         media = Media(body.media.kind, body.media.url, body.media.caption) if body.media else None
         reply = compose(
             runtime.bot.templates,
             bot_number=config.bot.number,
-            members=members,
+            members=group.members,
             text=body.text,
             template=body.template,
             variables=body.variables,
@@ -74,8 +71,12 @@ async def send_message(request: web.Request) -> web.Response:
         return invalid(InvalidInput("media", str(exc)))
     except InvalidInput as exc:
         return invalid(exc)
-    broadcast_id, group = await runtime.send(reply, members)
-    records = await runtime.store.broadcast(broadcast_id)
+    try:
+        broadcast_id = await runtime.send(reply, group)
+        records = await runtime.store.broadcast(broadcast_id)
+    except Exception:
+        log.exception("admin_send_failed")
+        return problem(503, "Store unavailable", "the broadcast was not queued; retry later")
     return web.json_response(
         {
             "broadcast_id": broadcast_id,

@@ -26,6 +26,8 @@ async def readyz(request: web.Request) -> web.Response:
     runtime = request.app.get(RUNTIME)
     if runtime is None:
         return problem(503, "Not ready", "starting")
+    if not runtime.alive:
+        return problem(503, "Not ready", "a worker has stopped")
     try:
         await runtime.store.ping()
     except Exception as exc:

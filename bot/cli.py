@@ -12,8 +12,9 @@ from bot.compose import compose
 from bot.config import Config, default_path, load_config
 from bot.core import Bot, build_bot
 from bot.exceptions import ConfigError, InvalidInput
+from bot.groups import Group
 from bot.log import configure
-from bot.models import numbers
+from bot.models import normalize_all
 from bot.routing import Explanation
 from bot.runtime import running
 
@@ -147,14 +148,12 @@ def format_explanation(bot: Bot, explanation: Explanation) -> str:
 
 async def _send(bot: Bot, args: argparse.Namespace) -> int:
     config = bot.config
-    to = numbers(args.to, "--to")
-    members = [n for n in dict.fromkeys(to) if n != config.bot.number]
-    if not members:
-        raise InvalidInput("--to", "expected at least one number besides the bot's own")
-    if len(members) > config.bot.max_group_size:
-        raise InvalidInput(
-            "--to", f"expected at most {config.bot.max_group_size} members, got {len(members)}"
-        )
+    group = Group.for_broadcast(
+        normalize_all(args.to, "--to"),
+        bot_number=config.bot.number,
+        max_size=config.bot.max_group_size,
+        field="--to",
+    )
     variables = {}
     for item in args.var:
         name, sep, value = item.partition("=")
@@ -164,20 +163,19 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
     reply = compose(
         bot.templates,
         bot_number=config.bot.number,
-        members=members,
+        members=group.members,
         text=args.text,
         template=args.template,
         variables=variables,
     )
-    # The inbox stays with the bot process (if one runs); this one only delivers. Claims in the
-    # store make sure a running bot and this command never send the same message twice.
-    async with running(bot, inbox=False) as runtime:
-        broadcast_id, group = await runtime.send(reply, members)
-        records = await runtime.wait_delivered(broadcast_id, within_seconds=args.wait)
+    # Only this broadcast is sent from here; a bot running on the same store keeps the rest.
+    async with running(bot, workers=False) as runtime:
+        broadcast_id = await runtime.send(reply, group)
+        records = await runtime.deliver(broadcast_id, within_seconds=args.wait)
     failed = 0
     print(f"broadcast {broadcast_id} to group {group.key} ({len(records)} members)")
     for record in records:
         detail = record.message_uuid if record.state == "sent" else record.error or ""
-        print(f"  +{record.recipient}  {record.state}  {detail}")
+        print(f"  +{record.recipient}  {record.state}  {detail or ''}")
         failed += record.state != "sent"
     return 1 if failed else 0

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import aiohttp
 import jwt
+import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import ValidationError
@@ -27,12 +28,15 @@ from bot.models import Accepted, OutboundMessage
 
 JWT_LIFETIME_SECONDS = 120
 
+log = structlog.get_logger("groupbot.client")
+
 
 class Provider(Protocol):
     """Where outbound messages go: the Messages API, or the embedded simulator."""
 
-    async def send(self, message: OutboundMessage) -> str:
-        """Submit one message; return the provider's message_uuid or raise ApiError."""
+    async def send(self, message: OutboundMessage) -> str | None:
+        """Submit one message; return the provider's message_uuid (None if it gave none)
+        or raise ApiError."""
         ...
 
     async def close(self) -> None: ...
@@ -69,7 +73,7 @@ class MessagesClient:
         }
         return "Bearer " + jwt.encode(claims, self._key, algorithm="RS256")
 
-    async def send(self, message: OutboundMessage) -> str:
+    async def send(self, message: OutboundMessage) -> str | None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         headers = {"Authorization": self.authorization(), "Accept": "application/json"}
@@ -85,9 +89,9 @@ class MessagesClient:
             try:
                 return Accepted.model_validate_json(body).message_uuid
             except ValidationError:
-                raise TransientApiError(
-                    f"HTTP {status} without a message_uuid: {body[:200]!r}", status=status
-                ) from None
+                # Accepted all the same: sending again would double the message.
+                log.warning("accepted_without_uuid", status=status)
+                return None
         raise problem_error(status, body, retry_after)
 
     async def close(self) -> None:

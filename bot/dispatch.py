@@ -9,6 +9,7 @@ group gets nothing for that message; the bot goes on with the next.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,12 +34,16 @@ class Outcome:
 
     match: Match | None
     messages: list[OutboundMessage] = field(default_factory=list)
-    state: dict[str, Any] | None = None
+    state: str | None = None  # the group's new state as JSON, when the handler changed it
     error: str | None = None
 
     @property
     def route(self) -> str | None:
         return self.match.route.name if self.match else None
+
+
+class _HandlerTimeout(Exception):
+    """The handler ran past its time (not a TimeoutError the handler raised itself)."""
 
 
 class Dispatcher:
@@ -62,12 +67,12 @@ class Dispatcher:
     ) -> Outcome:
         match = self.router.match(message.body_text)
         if match is None:
-            log.info("route_none")
+            log.debug("route_none")  # people talking among themselves: the usual case
             return Outcome(None)
         route = match.route
         structlog.contextvars.bind_contextvars(route=route.name)
         log.info("route_matched", kind=match.kind)
-        before = _snapshot(state)
+        before = json.dumps(state, sort_keys=True)
         ctx = Context(
             message=message,
             group=group,
@@ -79,17 +84,21 @@ class Dispatcher:
         )
         try:
             reply = await self._answer(route, ctx)
-        except TimeoutError:
-            error = f"handler timed out after {self.timeout_seconds:g} s"
+        except _HandlerTimeout:
             log.error("handler_timeout", timeout_seconds=self.timeout_seconds)
-            return Outcome(match, error=error)
+            return Outcome(match, error=f"handler timed out after {self.timeout_seconds:g} s")
         except TemplateError as exc:
             log.error("template_failed", error=str(exc))
             return Outcome(match, error=str(exc))
         except Exception as exc:
             log.exception("handler_failed")
             return Outcome(match, error=f"{type(exc).__name__}: {exc}")
-        changed = ctx.state if _snapshot(ctx.state) != before else None
+        try:
+            after = json.dumps(ctx.state, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            log.error("state_invalid", error=str(exc))
+            return Outcome(match, error=f"ctx.state: expected JSON values: {exc}")
+        changed = after if after != before else None
         if reply is None:
             log.info("reply_none")
             return Outcome(match, state=changed)
@@ -101,7 +110,13 @@ class Dispatcher:
         if function is None:
             assert route.template is not None  # checked at start-up
             return _text(ctx.render(route.template))
-        result = await asyncio.wait_for(function(ctx), self.timeout_seconds)
+        try:
+            async with asyncio.timeout(self.timeout_seconds) as limit:
+                result = await function(ctx)
+        except TimeoutError:
+            if limit.expired():
+                raise _HandlerTimeout from None
+            raise
         if result is None or isinstance(result, Reply):
             return result
         if isinstance(result, str):
@@ -122,9 +137,3 @@ class Dispatcher:
 def _text(text: str) -> Reply | None:
     # An empty answer (a template whose conditions all fell through) means silence.
     return Reply(text) if text.strip() else None
-
-
-def _snapshot(state: Mapping[str, Any]) -> str:
-    import json
-
-    return json.dumps(state, sort_keys=True, default=str)

@@ -6,6 +6,7 @@
     │   └── InvalidNumber        a phone number cannot be read as E.164 digits
     ├── TemplateError            a template is missing or fails while rendering
     ├── HandlerError             a handler returned something groupbot cannot send
+    ├── LeaseLost                work was claimed again by another worker: drop this outcome
     └── ApiError                 the Messages API refused or failed a request
         ├── PermanentApiError    4xx problem documents: retrying cannot help
         └── TransientApiError    429, 5xx, timeouts, connection errors: retry later
@@ -48,6 +49,10 @@ class TemplateError(GroupbotError):
 
 class HandlerError(GroupbotError):
     """A handler returned a value groupbot does not know how to send."""
+
+
+class LeaseLost(GroupbotError):
+    """A claim ran out and the item was claimed again; the stale outcome was not written."""
 
 
 class ApiError(GroupbotError):

@@ -1,4 +1,4 @@
-"""Group identity, and the broadcast plan: one message per member, the others as participants."""
+"""Group identity: who is in a conversation, and who is listed in each member's message."""
 
 from __future__ import annotations
 
@@ -31,15 +31,23 @@ class Group:
         seen = dict.fromkeys(n for n in numbers if n != bot_number)
         return cls(tuple(seen))
 
+    @classmethod
+    def for_broadcast(
+        cls, numbers: Iterable[str], *, bot_number: str, max_size: int, field: str = "to"
+    ) -> Group:
+        """The members a broadcast may go to, or InvalidInput naming `field`."""
+        members = tuple(dict.fromkeys(n for n in numbers if n != bot_number))
+        if not members:
+            raise InvalidInput(field, "expected at least one number besides the bot's own")
+        if len(members) > max_size:
+            raise InvalidInput(field, f"expected at most {max_size} members, got {len(members)}")
+        return cls(members)
+
     @property
     def key(self) -> str:
         """A stable identifier that does not reveal the numbers (safe in logs and URLs)."""
         digest = hashlib.sha256(",".join(sorted(self.members)).encode()).hexdigest()
         return f"g{digest[:16]}"
-
-    @property
-    def is_one_to_one(self) -> bool:
-        return len(self.members) == 1
 
     def others(self, member: str) -> list[str]:
         """The participants listed in `member`'s message: everyone but them."""

@@ -14,35 +14,43 @@ from dataclasses import dataclass
 import structlog
 
 from bot.dispatch import Dispatcher
-from bot.exceptions import InvalidInput
+from bot.exceptions import InvalidInput, LeaseLost
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
-from bot.store import InboxItem, OutboxEntry, Store
+from bot.store import InboxItem, Store, entries
 from bot.workers import Worker
 
 log = structlog.get_logger("groupbot.inbox")
 
-LEASE_SECONDS = 60.0
+# Processing that dies with its process this many times is set aside as failed.
+MAX_ATTEMPTS = 5
+# A claim outlives the handler's timeout by this much before another worker may take it.
+LEASE_MARGIN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class Accepted:
+class Stored:
     message: InboundMessage
     group: Group
     duplicate: bool
 
 
-async def accept(store: Store, body: bytes, *, bot_number: str) -> Accepted:
+async def accept(store: Store, body: bytes, *, bot_number: str, max_group_size: int) -> Stored:
     """Validate and durably store one inbound webhook; raise InvalidInput naming the field."""
     message = parse_inbound(body)
     if message.to != bot_number:
         raise InvalidInput("to", f"expected the bot's number {bot_number}, got {message.to}")
     group = Group.of([message.sender, *message.participants], bot_number=bot_number)
+    if len(group.members) > max_group_size:
+        raise InvalidInput(
+            "mms.participants",
+            f"expected a group of at most {max_group_size} members, got {len(group.members)}",
+        )
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
     new = await store.accept_inbound(uuid, group.key, group.members, body, time.time())
-    log.info("inbound_duplicate" if not new else "inbound_stored", members=len(group.members))
-    return Accepted(message, group, duplicate=not new)
+    log.info("inbound_stored" if new else "inbound_duplicate", members=len(group.members))
+    return Stored(message, group, duplicate=not new)
 
 
 class InboxWorker(Worker[InboxItem]):
@@ -59,28 +67,30 @@ class InboxWorker(Worker[InboxItem]):
         self.store = store
         self.dispatcher = dispatcher
         self.on_queued = on_queued
+        self.lease_seconds = dispatcher.timeout_seconds + LEASE_MARGIN_SECONDS
 
     async def claim(self, limit: int) -> list[InboxItem]:
-        return await self.store.claim_inbound(limit, time.time(), LEASE_SECONDS)
+        return await self.store.claim_inbound(limit, time.time(), self.lease_seconds, MAX_ATTEMPTS)
 
     async def handle(self, item: InboxItem) -> None:
         structlog.contextvars.bind_contextvars(message_uuid=item.message_uuid, group=item.group_key)
         message = InboundMessage.model_validate_json(item.body)
-        group = Group(item.members)
-        state = await self.store.load_state(item.group_key)
-        outcome = await self.dispatcher.dispatch(message, group, state)
-        entries = [
-            OutboxEntry(item.message_uuid, item.group_key, m, inbound_uuid=item.message_uuid)
-            for m in outcome.messages
-        ]
-        await self.store.complete_inbound(
-            item.message_uuid,
-            now=time.time(),
-            route=outcome.route,
-            outbound=entries,
-            state=(item.group_key, outcome.state) if outcome.state is not None else None,
-            error=outcome.error,
+        outcome = await self.dispatcher.dispatch(message, Group(item.members), item.state)
+        queued = entries(
+            item.message_uuid, item.group_key, outcome.messages, inbound_uuid=item.message_uuid
         )
-        log.info("inbound_processed", route=outcome.route, queued=len(entries))
-        if entries:
+        try:
+            await self.store.complete_inbound(
+                item,
+                now=time.time(),
+                route=outcome.route,
+                outbound=queued,
+                state=outcome.state,
+                error=outcome.error,
+            )
+        except LeaseLost:
+            log.warning("inbound_lease_lost", attempts=item.attempts)
+            return
+        log.info("inbound_processed", route=outcome.route, queued=len(queued))
+        if queued:
             self.on_queued()

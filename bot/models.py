@@ -238,6 +238,6 @@ class Accepted(_Wire):
     workflow_id: str | None = None
 
 
-def numbers(values: Sequence[str], field: str) -> list[str]:
+def normalize_all(values: Sequence[str], field: str) -> list[str]:
     """Normalise a list of numbers, naming `field[i]` for the first bad one."""
     return [normalize(value, field=f"{field}[{i}]") for i, value in enumerate(values)]

@@ -1,8 +1,9 @@
 """The outbox: stored outbound messages are sent, retried or given up, and the outcome of each
 attempt is recorded as soon as it is known.
 
-At most one message per member of a group is in flight, so members see answers in the order
-they were queued. Sends go through the account's rate limit.
+At most one message per member of a group is in flight, so members see answers in order.
+The account's rate limit is taken before a message is claimed, so a claim's lease only has to
+cover the request itself; a 429 pauses all sending for its `Retry-After`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from bot.client import Provider
-from bot.exceptions import PermanentApiError, TransientApiError
+from bot.exceptions import LeaseLost, PermanentApiError, TransientApiError
 from bot.numbers import mask
 from bot.retry import RetryPolicy
 from bot.store import OutboxItem, Store
@@ -21,7 +22,15 @@ from bot.workers import Worker
 
 log = structlog.get_logger("groupbot.outbox")
 
-LEASE_SECONDS = 120.0
+# A claim outlives the request's timeout by this much before another worker may take it.
+LEASE_MARGIN_SECONDS = 30.0
+
+
+def limiter(rate_per_second: float) -> AsyncLimiter:
+    """A bucket of one second's worth of sends, or of one send for rates under one a second."""
+    if rate_per_second >= 1:
+        return AsyncLimiter(rate_per_second, 1.0)
+    return AsyncLimiter(1, 1.0 / rate_per_second)
 
 
 class OutboxWorker(Worker[OutboxItem]):
@@ -31,56 +40,93 @@ class OutboxWorker(Worker[OutboxItem]):
         provider: Provider,
         *,
         rate_per_second: float,
+        request_timeout_seconds: float,
         policy: RetryPolicy | None = None,
         concurrency: int = 32,
         poll_seconds: float = 1.0,
+        broadcast_id: str | None = None,
     ) -> None:
         super().__init__("outbox", concurrency=concurrency, poll_seconds=poll_seconds)
         self.store = store
         self.provider = provider
         self.policy = policy or RetryPolicy()
-        # A bucket of one second's worth of sends: the rate holds over any one-second window.
-        self.limiter = AsyncLimiter(rate_per_second, 1.0)
+        self.limiter = limiter(rate_per_second)
+        self.lease_seconds = request_timeout_seconds + LEASE_MARGIN_SECONDS
+        self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
+        self._paused_until = 0.0
 
     async def claim(self, limit: int) -> list[OutboxItem]:
-        return await self.store.claim_outbound(limit, time.time(), LEASE_SECONDS)
+        if time.time() < self._paused_until:
+            return []
+        await self.limiter.acquire()
+        tokens = 1
+        while tokens < limit and self.limiter.has_capacity():
+            await self.limiter.acquire()
+            tokens += 1
+        return await self.store.claim_outbound(
+            tokens,
+            time.time(),
+            self.lease_seconds,
+            self.policy.max_attempts,
+            broadcast_id=self.broadcast_id,
+        )
 
     async def idle_seconds(self) -> float:
+        now = time.time()
+        if now < self._paused_until:
+            return self._paused_until - now
         due = await self.store.next_due()
         if due is None:
             return self.poll_seconds
-        return min(self.poll_seconds, max(0.0, due - time.time()))
+        return min(self.poll_seconds, max(0.0, due - now))
 
     async def handle(self, item: OutboxItem) -> None:
         structlog.contextvars.bind_contextvars(
             broadcast=item.broadcast_id, group=item.group_key, to=mask(item.message.to)
         )
-        async with self.limiter:
-            try:
-                message_uuid = await self.provider.send(item.message)
-            except PermanentApiError as exc:
-                await self.store.record_failed(item.id, str(exc), time.time())
-                log.error("send_failed", error=str(exc), status=exc.status, attempts=item.attempts)
-                return
-            except TransientApiError as exc:
-                now = time.time()
-                at = self.policy.next_attempt_at(
-                    attempts=item.attempts,
-                    created_at=item.created_at,
-                    now=now,
-                    retry_after=exc.retry_after,
-                )
-                if at is None:
-                    await self.store.record_failed(item.id, f"gave up: {exc}", now)
-                    log.error("send_gave_up", error=str(exc), attempts=item.attempts)
-                else:
-                    await self.store.record_retry(item.id, str(exc), at)
-                    log.warning(
-                        "send_retry",
-                        error=str(exc),
-                        attempts=item.attempts,
-                        in_seconds=round(at - now, 2),
-                    )
-                return
-        await self.store.record_sent(item.id, message_uuid, time.time())
+        try:
+            await self._send(item)
+        except LeaseLost:
+            log.warning("send_lease_lost", attempts=item.attempts)
+
+    async def _send(self, item: OutboxItem) -> None:
+        try:
+            message_uuid = await self.provider.send(item.message)
+        except PermanentApiError as exc:
+            await self.store.record_failed(item, str(exc), time.time())
+            log.error("send_failed", error=str(exc), status=exc.status, attempts=item.attempts)
+            return
+        except TransientApiError as exc:
+            if exc.status == 429:
+                self._pause(exc.retry_after)
+            await self._retry_or_give_up(item, str(exc), exc.retry_after)
+            return
+        except Exception as exc:  # a bug or an unexpected failure: bounded like any other
+            log.exception("send_error", attempts=item.attempts)
+            await self._retry_or_give_up(item, f"{type(exc).__name__}: {exc}", None)
+            return
+        await self.store.record_sent(item, message_uuid, time.time())
         log.info("sent", provider_uuid=message_uuid, attempts=item.attempts)
+
+    async def _retry_or_give_up(
+        self, item: OutboxItem, error: str, retry_after: float | None
+    ) -> None:
+        now = time.time()
+        at = self.policy.next_attempt_at(
+            attempts=item.attempts, created_at=item.created_at, now=now, retry_after=retry_after
+        )
+        if at is None:
+            await self.store.record_failed(item, f"gave up: {error}", now)
+            log.error("send_gave_up", error=error, attempts=item.attempts)
+        else:
+            await self.store.record_retry(item, error, at)
+            log.warning(
+                "send_retry", error=error, attempts=item.attempts, in_seconds=round(at - now, 2)
+            )
+
+    def _pause(self, retry_after: float | None) -> None:
+        # A 429 speaks for the whole account: every send waits, not only this one.
+        until = time.time() + (retry_after if retry_after is not None else 1.0)
+        if until > self._paused_until:
+            self._paused_until = until
+            log.warning("send_paused", seconds=round(until - time.time(), 2))

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import structlog
 
@@ -23,7 +23,7 @@ from bot.groups import Group
 from bot.inbox import InboxWorker
 from bot.outbox import OutboxWorker
 from bot.simulator import SimulatorProvider
-from bot.store import OutboxEntry, OutboxRecord, Store, open_store
+from bot.store import OutboxRecord, Store, entries, open_store
 
 log = structlog.get_logger("groupbot.runtime")
 
@@ -37,42 +37,42 @@ class Runtime:
     provider: Provider
     inbox: InboxWorker
     outbox: OutboxWorker
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
-    def simulator(self) -> SimulatorProvider | None:
-        return self.provider if isinstance(self.provider, SimulatorProvider) else None
-
-    def start(self, *, inbox: bool = True) -> None:
-        if inbox:
-            self._tasks.append(asyncio.create_task(self.inbox.run(), name="inbox"))
-        self._tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
+    def alive(self) -> bool:
+        return self.inbox.alive and self.outbox.alive
 
     async def stop(self, grace_seconds: float = DRAIN_SECONDS) -> None:
-        await asyncio.gather(self.inbox.stop(grace_seconds), self.outbox.stop(grace_seconds))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        # The inbox first: answers it queues while draining still go out with the outbox.
+        await self.inbox.stop(grace_seconds)
+        await self.outbox.stop(grace_seconds)
 
-    async def send(self, reply: Reply, to: Sequence[str]) -> tuple[str, Group]:
-        """Queue a broadcast to `to` (already normalised numbers); return its id and group."""
+    async def send(self, reply: Reply, group: Group) -> str:
+        """Queue a broadcast to `group`; return its id."""
         number = self.bot.config.bot.number
-        group = Group.of(to, bot_number=number)
         broadcast_id = f"b-{uuid.uuid4()}"
-        entries = [
-            OutboxEntry(broadcast_id, group.key, message)
-            for message in broadcast.plan(reply, group, bot_number=number)
-        ]
-        await self.store.enqueue(entries, group.members, time.time())
-        log.info("broadcast_queued", broadcast=broadcast_id, group=group.key, members=len(entries))
+        messages = broadcast.plan(reply, group, bot_number=number)
+        await self.store.enqueue(
+            entries(broadcast_id, group.key, messages), group.members, time.time()
+        )
+        log.info("broadcast_queued", broadcast=broadcast_id, group=group.key, members=len(messages))
         self.outbox.wake()
-        return broadcast_id, group
+        return broadcast_id
 
-    async def wait_delivered(
+    async def deliver(self, broadcast_id: str, within_seconds: float) -> list[OutboxRecord]:
+        """Send one broadcast from this process and wait until every member's message is sent
+        or failed (or the time is up). A bot running on the same store may take some of them:
+        claims make sure no message goes twice."""
+        worker = outbox_worker(self.bot, self.store, self.provider, broadcast_id=broadcast_id)
+        worker.start()
+        try:
+            return await self.wait_finished(broadcast_id, within_seconds)
+        finally:
+            await worker.stop(DRAIN_SECONDS)
+
+    async def wait_finished(
         self, broadcast_id: str, within_seconds: float, poll_seconds: float = 0.05
     ) -> list[OutboxRecord]:
-        """Poll until every message of the broadcast is sent or failed, or the time is up."""
         deadline = time.monotonic() + within_seconds
         while True:
             records = await self.store.broadcast(broadcast_id)
@@ -88,16 +88,32 @@ def make_provider(bot: Bot) -> Provider:
     return MessagesClient(settings, root=bot.config.root)
 
 
+def outbox_worker(
+    bot: Bot, store: Store, provider: Provider, *, broadcast_id: str | None = None
+) -> OutboxWorker:
+    settings = bot.config.provider
+    return OutboxWorker(
+        store,
+        provider,
+        rate_per_second=settings.rate_limit_per_second,
+        request_timeout_seconds=settings.timeout_seconds,
+        broadcast_id=broadcast_id,
+    )
+
+
 @contextlib.asynccontextmanager
-async def running(bot: Bot, *, inbox: bool = True) -> AsyncIterator[Runtime]:
-    """Open the store and provider, start the workers; on exit drain, stop and close all."""
+async def running(bot: Bot, *, workers: bool = True) -> AsyncIterator[Runtime]:
+    """Open the store and provider and (unless `workers` is False) start both workers;
+    on exit drain and stop them, then close the provider and the store."""
     config = bot.config
     provider = make_provider(bot)
     store = await open_store(config.storage.url, root=config.root)
-    outbox = OutboxWorker(store, provider, rate_per_second=config.provider.rate_limit_per_second)
-    worker = InboxWorker(store, bot.dispatcher, on_queued=outbox.wake)
-    runtime = Runtime(bot, store, provider, worker, outbox)
-    runtime.start(inbox=inbox)
+    outbox = outbox_worker(bot, store, provider)
+    inbox = InboxWorker(store, bot.dispatcher, on_queued=outbox.wake)
+    runtime = Runtime(bot, store, provider, inbox, outbox)
+    if workers:
+        inbox.start()
+        outbox.start()
     try:
         yield runtime
     finally:

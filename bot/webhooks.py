@@ -25,17 +25,22 @@ async def inbound(request: web.Request) -> web.Response:
     structlog.contextvars.clear_contextvars()
     body = await request.read()
     try:
-        accepted = await accept(runtime.store, body, bot_number=runtime.bot.config.bot.number)
+        stored = await accept(
+            runtime.store,
+            body,
+            bot_number=runtime.bot.config.bot.number,
+            max_group_size=runtime.bot.config.bot.max_group_size,
+        )
     except InvalidInput as exc:
         log.warning("inbound_invalid", field=exc.field, reason=exc.message)
         return invalid(exc, "Invalid inbound message")
     except Exception:
         log.exception("inbound_store_failed")
         return problem(503, "Store unavailable", "the message was not stored; retry later")
-    if not accepted.duplicate:
+    if not stored.duplicate:
         runtime.inbox.wake()
     return web.json_response(
-        {"message_uuid": str(accepted.message.message_uuid), "duplicate": accepted.duplicate}
+        {"message_uuid": str(stored.message.message_uuid), "duplicate": stored.duplicate}
     )
 
 

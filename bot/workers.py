@@ -24,6 +24,7 @@ class Worker(ABC, Generic[T]):
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
         self._stopping = False
 
     @abstractmethod
@@ -40,33 +41,40 @@ class Worker(ABC, Generic[T]):
         self._wake.set()
 
     @property
-    def busy(self) -> int:
-        return len(self._tasks)
+    def alive(self) -> bool:
+        """True while the loop runs (for readiness): a loop that died serves nothing."""
+        return self._loop is not None and not self._loop.done()
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name=f"groupbot-{self.name}")
+
+    async def _run(self) -> None:
         while not self._stopping:
-            self._wake.clear()
-            claimed: list[T] = []
-            free = self.concurrency - len(self._tasks)
-            if free > 0:
-                try:
-                    claimed = await self.claim(free)
-                except Exception:
-                    log.exception("worker_claim_failed", worker=self.name)
-            for item in claimed:
-                task = asyncio.create_task(self._handle(item))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            if claimed and len(self._tasks) < self.concurrency:
-                continue  # there may be more where these came from
-            # Full, or just claimed: wait for a slot (a finishing task wakes us). Idle: sleep
-            # until the next item comes due, never less than MIN_IDLE_SECONDS (no busy loop).
-            if claimed or free <= 0:
+            try:
+                timeout = await self._step()
+            except Exception:
+                log.exception("worker_step_failed", worker=self.name)
                 timeout = self.poll_seconds
-            else:
-                timeout = max(MIN_IDLE_SECONDS, await self.idle_seconds())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _step(self) -> float:
+        """Claim and start what is due; return how long to wait before the next step."""
+        self._wake.clear()
+        free = self.concurrency - len(self._tasks)
+        if free <= 0:
+            return self.poll_seconds  # a finishing task wakes us
+        claimed = await self.claim(free)
+        for item in claimed:
+            task = asyncio.create_task(self._handle(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if len(claimed) == free:
+            return 0  # there may be more where these came from
+        if claimed:
+            return self.poll_seconds
+        return max(MIN_IDLE_SECONDS, await self.idle_seconds())
 
     async def _handle(self, item: T) -> None:
         try:
@@ -80,10 +88,16 @@ class Worker(ABC, Generic[T]):
     async def stop(self, grace_seconds: float) -> None:
         """Stop claiming; give in-flight items `grace_seconds`, then cancel what is left.
 
-        A cancelled item is still claimed in the store and is taken up again after its lease.
+        The loop is stopped first, so nothing is claimed after the drain begins. A cancelled
+        item stays claimed in the store and is taken up again after its lease.
         """
         self._stopping = True
         self._wake.set()
+        if self._loop is not None:
+            done, _ = await asyncio.wait({self._loop}, timeout=grace_seconds)
+            if not done:
+                self._loop.cancel()
+                await asyncio.gather(self._loop, return_exceptions=True)
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
             for task in pending:

@@ -60,7 +60,10 @@ async def test_seed_group_of_three_gets_the_exact_requests_of_the_docs(start_bot
 
     accepted = await bot.api.wait_for_accepted(3)
     expected = json.loads((DATA / "vonage" / "outbound-mms-group.docs-example.json").read_text())
+    # Each also carries a client_ref (echoed in its status callbacks), unique per member.
+    refs = [r.body.pop("client_ref") for r in accepted]
     assert by_recipient([r.body for r in accepted]) == by_recipient(expected)
+    assert len(set(refs)) == 3
 
 
 async def test_five_member_group_each_member_lists_the_other_four(start_bot: StartBot) -> None:
@@ -82,6 +85,7 @@ async def test_five_member_group_each_member_lists_the_other_four(start_bot: Sta
                     m for m in [FIVE[2], FIVE[0], FIVE[1], FIVE[3], FIVE[4]] if m != member
                 ]
             },
+            "client_ref": body["client_ref"],
         }
     assert len(bot.api.attempts) == 5
 

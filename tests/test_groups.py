@@ -78,9 +78,17 @@ def test_key_is_short_and_safe_in_urls() -> None:
     assert key.isascii()
 
 
-def test_a_single_member_is_one_to_one() -> None:
-    assert Group((A,)).is_one_to_one
-    assert not Group((A, B)).is_one_to_one
+def test_for_broadcast_drops_the_bot_and_duplicates() -> None:
+    group = Group.for_broadcast([A, BOT, B, A], bot_number=BOT, max_size=10)
+    assert group.members == (A, B)
+
+
+def test_for_broadcast_refuses_no_members_and_too_many_naming_the_field() -> None:
+    with pytest.raises(InvalidInput, match="besides the bot") as none:
+        Group.for_broadcast([BOT], bot_number=BOT, max_size=10, field="--to")
+    with pytest.raises(InvalidInput, match="at most 1 members, got 2") as many:
+        Group.for_broadcast([A, B], bot_number=BOT, max_size=1)
+    assert (none.value.field, many.value.field) == ("--to", "to")
 
 
 def test_others_is_everyone_but_the_member_in_group_order() -> None:

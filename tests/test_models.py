@@ -17,7 +17,7 @@ from bot.models import (
     OutboundMedia,
     OutboundMessage,
     field_path,
-    numbers,
+    normalize_all,
     parse_inbound,
     parse_status,
 )
@@ -389,10 +389,13 @@ def test_field_path_formats_nested_locations() -> None:
     assert field_path(()) == "(body)"
 
 
-def test_numbers_names_the_first_bad_index() -> None:
-    assert numbers(["+1 (123) 456-7891", "0011234567892"], "to") == ["11234567891", "11234567892"]
+def test_normalize_all_names_the_first_bad_index() -> None:
+    assert normalize_all(["+1 (123) 456-7891", "0011234567892"], "to") == [
+        "11234567891",
+        "11234567892",
+    ]
     with pytest.raises(InvalidInput) as caught:
-        numbers(["11234567891", "11234567892", "oops"], "to")
+        normalize_all(["11234567891", "11234567892", "oops"], "to")
     assert caught.value.field == "to[2]"
 
 

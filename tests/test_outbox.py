@@ -23,7 +23,7 @@ from bot.context import Reply
 from bot.groups import Group
 from bot.outbox import OutboxWorker
 from bot.retry import RetryPolicy
-from bot.store import OutboxEntry, OutboxRecord
+from bot.store import OutboxRecord, entries
 from bot.store.sqlite import SqliteStore
 from tests.conftest import APPLICATION_ID, BOT_NUMBER, DATA, ROOT, eventually
 from tests.fakes import FakeMessagesApi
@@ -78,25 +78,41 @@ async def client(api: TimedApi, private_pem: str) -> AsyncIterator[MessagesClien
     await made.close()
 
 
+def make_worker(
+    store: SqliteStore,
+    client: MessagesClient,
+    *,
+    poll_seconds: float,
+    policy: RetryPolicy | None = None,
+) -> OutboxWorker:
+    return OutboxWorker(
+        store,
+        client,
+        rate_per_second=100,
+        request_timeout_seconds=10,
+        policy=policy,
+        poll_seconds=poll_seconds,
+    )
+
+
 @dataclass
 class Workers:
     """Starts outbox workers on the test's store and client; stops them after the test."""
 
     store: SqliteStore
     client: MessagesClient
-    running: list[tuple[OutboxWorker, asyncio.Task[None]]] = field(default_factory=list)
+    running: list[OutboxWorker] = field(default_factory=list)
 
     def start(self, policy: RetryPolicy = FAST) -> OutboxWorker:
-        worker = OutboxWorker(
-            self.store, self.client, rate_per_second=100, policy=policy, poll_seconds=0.05
-        )
-        self.running.append((worker, asyncio.create_task(worker.run())))
+        worker = make_worker(self.store, self.client, policy=policy, poll_seconds=0.05)
+        worker.start()
+        self.running.append(worker)
         return worker
 
     async def stop(self) -> None:
-        for worker, task in self.running:
+        for worker in self.running:
             await worker.stop(1)
-            await asyncio.wait_for(task, 5)
+            assert not worker.alive
         self.running.clear()
 
 
@@ -112,11 +128,8 @@ async def queue(
 ) -> str:
     """Store a broadcast of `text` to the three members; return its id."""
     group = Group.of(MEMBERS, bot_number=BOT_NUMBER)
-    entries = [
-        OutboxEntry(broadcast_id, group.key, message)
-        for message in broadcast.plan(Reply(text), group, bot_number=BOT_NUMBER)
-    ]
-    await store.enqueue(entries, group.members, time.time())
+    messages = broadcast.plan(Reply(text), group, bot_number=BOT_NUMBER)
+    await store.enqueue(entries(broadcast_id, group.key, messages), group.members, time.time())
     return broadcast_id
 
 
@@ -150,7 +163,9 @@ async def test_each_member_is_sent_once_and_recorded_with_the_api_uuid(
     assert len(api.attempts) == 3
     assert sorted(str(a.body["to"]) for a in api.accepted) == list(MEMBERS)
     expected = json.loads((DATA / "vonage" / "outbound-mms-group.docs-example.json").read_text())
-    assert sorted((a.body for a in api.accepted), key=lambda b: str(b["to"])) == expected
+    bodies = sorted((a.body for a in api.accepted), key=lambda b: str(b["to"]))
+    assert [b.pop("client_ref") for b in bodies] == ["b-test/0", "b-test/1", "b-test/2"]
+    assert bodies == expected
     uuids = {str(a.body["to"]): a.message_uuid for a in api.accepted}
     assert [r.recipient for r in records] == list(MEMBERS)
     for record in records:
@@ -299,18 +314,15 @@ async def test_a_member_gets_a_later_broadcast_only_after_the_earlier_one(
 async def test_stop_lets_the_worker_finish_and_return(
     api: TimedApi, store: SqliteStore, client: MessagesClient
 ) -> None:
-    worker = OutboxWorker(store, client, rate_per_second=100, policy=FAST, poll_seconds=0.05)
-    task = asyncio.create_task(worker.run())
+    worker = make_worker(store, client, policy=FAST, poll_seconds=0.05)
+    worker.start()
     broadcast_id = await queue(store)
     worker.wake()
     await settled(store, broadcast_id)
 
-    await worker.stop(1)
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(worker.stop(1), 5)
 
-    assert task.done()
-    assert not task.cancelled()
-    assert worker.busy == 0
+    assert not worker.alive
 
 
 async def test_idle_time_ignores_messages_queued_behind_a_waiting_retry(
@@ -319,13 +331,13 @@ async def test_idle_time_ignores_messages_queued_behind_a_waiting_retry(
     await queue(store, "first", broadcast_id="b-first")
     await queue(store, "second", broadcast_id="b-second")
     now = time.time()
-    heads = await store.claim_outbound(32, now, 120.0)
+    heads = await store.claim_outbound(32, now, 120.0, 8)
     assert {item.broadcast_id for item in heads} == {"b-first"}
     for item in heads:
-        await store.record_retry(item.id, "HTTP 429: Rate Limit Hit", now + 30.0)
+        await store.record_retry(item, "HTTP 429: Rate Limit Hit", now + 30.0)
     # Nothing can be sent for 30 s: each "second" waits behind its member's "first".
-    assert await store.claim_outbound(32, time.time(), 120.0) == []
-    worker = OutboxWorker(store, client, rate_per_second=100, poll_seconds=1.0)
+    assert await store.claim_outbound(32, time.time(), 120.0, 8) == []
+    worker = make_worker(store, client, poll_seconds=1.0)
 
     # So the worker should sleep its poll interval, not 0 s (which makes run() spin, claiming
     # in a write transaction over and over until the retry is due).

@@ -24,7 +24,8 @@ async def test_a_member_message_is_answered_in_every_members_thread(start_bot: S
 
     async def answered() -> bool:
         convo = await (await bot.client.get(f"/simulator/groups/{key}")).json()
-        return all(len(convo["phones"][m]) == 2 for m in SEED)
+        phones = [convo["phones"][m] for m in SEED]
+        return all(len(p) == 2 and p[1]["state"] == "sent" for p in phones)
 
     await eventually(answered)
     convo = await (await bot.client.get(f"/simulator/groups/{key}")).json()

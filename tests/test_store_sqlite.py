@@ -13,8 +13,9 @@ from bot import broadcast
 from bot.context import Reply
 from bot.groups import Group
 from bot.models import parse_status
-from bot.store import OutboxEntry
-from bot.store.sqlite import MIGRATIONS, SqliteStore
+from bot.store import InboxItem, LeaseLost, OutboxEntry, OutboxItem, entries
+from bot.store.schema import MIGRATIONS
+from bot.store.sqlite import SqliteStore
 from tests.conftest import BOT_NUMBER, DATA
 
 A = Group(("11234567891", "11234567892", "11234567893"))
@@ -35,9 +36,17 @@ async def accept(store: SqliteStore, uuid: str, group: Group, at: float = NOW) -
     )
 
 
-def entries(broadcast_id: str, group: Group, text: str = "hi") -> list[OutboxEntry]:
+def planned(broadcast_id: str, group: Group, text: str = "hi") -> list[OutboxEntry]:
     messages = broadcast.plan(Reply(text), group, bot_number=BOT_NUMBER)
-    return [OutboxEntry(broadcast_id, group.key, m) for m in messages]
+    return entries(broadcast_id, group.key, messages)
+
+
+async def claim_in(store: SqliteStore, at: float = NOW) -> list[InboxItem]:
+    return await store.claim_inbound(10, at, 60, 5)
+
+
+async def claim_out(store: SqliteStore, at: float = NOW, limit: int = 10) -> list[OutboxItem]:
+    return await store.claim_outbound(limit, at, 60, 8)
 
 
 async def test_open_creates_the_folder_and_schema_once(tmp_path: Path) -> None:
@@ -66,72 +75,94 @@ async def test_claim_gives_one_message_per_group_in_arrival_order(store: SqliteS
     for uuid, group in (("a1", A), ("b1", B), ("a2", A), ("b2", B)):
         await accept(store, uuid, group)
 
-    first = await store.claim_inbound(10, NOW, 60)
+    first = await claim_in(store)
     assert [item.message_uuid for item in first] == ["a1", "b1"]
-    assert await store.claim_inbound(10, NOW, 60) == []  # both groups are busy
+    assert await claim_in(store) == []  # both groups are busy
 
-    await store.complete_inbound("a1", now=NOW, route=None, outbound=[], state=None)
-    assert [item.message_uuid for item in await store.claim_inbound(10, NOW, 60)] == ["a2"]
+    await store.complete_inbound(first[0], now=NOW, route=None, outbound=[], state=None)
+    assert [item.message_uuid for item in await claim_in(store)] == ["a2"]
 
 
 async def test_an_expired_claim_is_taken_up_again(store: SqliteStore) -> None:
     await accept(store, "a1", A)
-    [claimed] = await store.claim_inbound(10, NOW, 60)
-    assert await store.claim_inbound(10, NOW + 59, 60) == []
+    [claimed] = await claim_in(store)
+    assert await claim_in(store, NOW + 59) == []
 
-    [again] = await store.claim_inbound(10, NOW + 61, 60)
+    [again] = await claim_in(store, NOW + 61)
 
     assert again.message_uuid == "a1"
     assert again.attempts == claimed.attempts + 1
+    # The first claim's outcome is stale now: it is refused and writes nothing.
+    with pytest.raises(LeaseLost):
+        await store.complete_inbound(
+            claimed, now=NOW, route="x", outbound=planned("a1", A), state='{"x": 1}'
+        )
+    assert await store.broadcast("a1") == []
+    assert await store.load_state(A.key) == {}
+
+
+async def test_a_message_whose_processing_keeps_dying_is_set_aside(store: SqliteStore) -> None:
+    await accept(store, "a1", A)
+    await accept(store, "a2", A)
+    for attempt in range(5):
+        [item] = await claim_in(store, NOW + attempt * 61)
+        assert item.message_uuid == "a1"
+
+    [next_one] = await claim_in(store, NOW + 5 * 61)
+
+    assert next_one.message_uuid == "a2"
+    record = await store.inbound("a1")
+    assert record is not None
+    assert (record.state, record.attempts) == ("failed", 5)
+    assert record.error == "gave up after 5 attempts that did not finish"
 
 
 async def test_completion_queues_messages_saves_state_and_marks_done_together(
     store: SqliteStore,
 ) -> None:
     await accept(store, "a1", A)
-    await store.claim_inbound(1, NOW, 60)
+    [item] = await claim_in(store)
 
     await store.complete_inbound(
-        "a1", now=NOW, route="ticket", outbound=entries("a1", A), state=(A.key, {"n": 1})
+        item, now=NOW, route="ticket", outbound=planned("a1", A), state='{"n": 1}'
     )
 
     assert await store.load_state(A.key) == {"n": 1}
     records = await store.broadcast("a1")
     assert [(r.recipient, r.state) for r in records] == [(m, "pending") for m in A.members]
-    # Completing again (a crash between send and mark) adds no second copy.
-    await store.complete_inbound(
-        "a1", now=NOW, route="ticket", outbound=entries("a1", A), state=None
-    )
-    assert len(await store.broadcast("a1")) == 3
+    assert [item.state for item in await claim_in(store)] == []
+    record = await store.inbound("a1")
+    assert record is not None
+    assert (record.state, record.route) == ("done", "ticket")
 
 
 async def test_outbox_claims_one_message_in_flight_per_member(store: SqliteStore) -> None:
-    await store.enqueue(entries("b-1", A, "first"), A.members, NOW)
-    await store.enqueue(entries("b-2", A, "second"), A.members, NOW)
+    await store.enqueue(planned("b-1", A, "first"), A.members, NOW)
+    await store.enqueue(planned("b-2", A, "second"), A.members, NOW)
 
-    first = await store.claim_outbound(10, NOW, 60)
+    first = await claim_out(store)
     assert [(i.broadcast_id, i.message.to) for i in first] == [("b-1", m) for m in A.members]
-    assert await store.claim_outbound(10, NOW, 60) == []
+    assert await claim_out(store) == []
 
-    await store.record_sent(first[0].id, "uuid-1", NOW)
-    [next_one] = await store.claim_outbound(10, NOW, 60)
+    await store.record_sent(first[0], "uuid-1", NOW)
+    [next_one] = await claim_out(store)
     assert (next_one.broadcast_id, next_one.message.text) == ("b-2", "second")
     assert next_one.message.to == A.members[0]
 
 
 async def test_retry_waits_until_due_and_keeps_member_order(store: SqliteStore) -> None:
-    await store.enqueue(entries("b-1", B, "first"), B.members, NOW)
-    await store.enqueue(entries("b-2", B, "second"), B.members, NOW)
-    first = await store.claim_outbound(10, NOW, 60)
-    await store.record_retry(first[0].id, "HTTP 500", NOW + 30)
-    await store.record_sent(first[1].id, "u", NOW)
+    await store.enqueue(planned("b-1", B, "first"), B.members, NOW)
+    await store.enqueue(planned("b-2", B, "second"), B.members, NOW)
+    first = await claim_out(store)
+    await store.record_retry(first[0], "HTTP 500", NOW + 30)
+    await store.record_sent(first[1], "u", NOW)
 
-    claimed = await store.claim_outbound(10, NOW + 1, 60)
+    claimed = await claim_out(store, NOW + 1)
 
     # The second member's next message goes; the first member's waits behind its retry.
     assert [(i.broadcast_id, i.message.to) for i in claimed] == [("b-2", B.members[1])]
     assert await store.next_due() == NOW + 30
-    [retried] = await store.claim_outbound(10, NOW + 31, 60)
+    [retried] = await claim_out(store, NOW + 31)
     assert (retried.broadcast_id, retried.attempts) == ("b-1", 2)
 
 
@@ -140,10 +171,10 @@ async def test_two_stores_on_one_file_never_claim_the_same_message(tmp_path: Pat
     one, two = await SqliteStore.open(path), await SqliteStore.open(path)
     for n in range(20):
         group = Group((f"1202555{n:04d}",))
-        await one.enqueue(entries(f"b-{n}", group), group.members, NOW)
+        await one.enqueue(planned(f"b-{n}", group), group.members, NOW)
 
     claims = await asyncio.gather(
-        *(store.claim_outbound(3, NOW, 60) for _ in range(10) for store in (one, two))
+        *(store.claim_outbound(3, NOW, 60, 8) for _ in range(10) for store in (one, two))
     )
 
     ids = [item.id for claim in claims for item in claim]
@@ -153,9 +184,9 @@ async def test_two_stores_on_one_file_never_claim_the_same_message(tmp_path: Pat
 
 
 async def test_status_updates_the_member_message_and_keeps_history(store: SqliteStore) -> None:
-    await store.enqueue(entries("b-1", B), B.members, NOW)
-    [first, _] = await store.claim_outbound(10, NOW, 60)
-    await store.record_sent(first.id, "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", NOW)
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    [first, _] = await claim_out(store)
+    await store.record_sent(first, "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", NOW)
     body = (DATA / "vonage" / "message-status-mms.submitted.example.json").read_bytes()
 
     assert await store.record_status(parse_status(body), body, NOW) is True
@@ -170,7 +201,89 @@ async def test_status_updates_the_member_message_and_keeps_history(store: Sqlite
         (DATA / "vonage" / "message-status-mms.rejected.example.json").read_text()
     )
     assert await store.record_status(parse_status(json.dumps(rejected).encode()), b"{}", NOW)
-    assert (await store.broadcast("b-1"))[0].status == "rejected"
+    [record, _] = await store.broadcast("b-1")
+    assert (record.status, record.status_error) == (
+        "rejected",
+        "1000 Throttled - You have exceeded the submission capacity allowed on this account. "
+        "Please wait and retry",
+    )
+
+
+def status_body(status: str, *, message_uuid: str, client_ref: str | None = None) -> bytes:
+    return json.dumps(
+        {
+            "message_uuid": message_uuid,
+            "to": B.members[0],
+            "from": BOT_NUMBER,
+            "channel": "mms",
+            "timestamp": "2025-02-03T12:14:25Z",
+            "status": status,
+            "client_ref": client_ref,
+        }
+    ).encode()
+
+
+async def test_a_late_submitted_status_does_not_undo_delivered(store: SqliteStore) -> None:
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    [first, _] = await claim_out(store)
+    uuid = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
+    await store.record_sent(first, uuid, NOW)
+
+    for status in ("delivered", "submitted"):
+        body = status_body(status, message_uuid=uuid)
+        assert await store.record_status(parse_status(body), body, NOW)
+
+    assert (await store.broadcast("b-1"))[0].status == "delivered"
+
+
+async def test_a_status_that_overtakes_the_send_record_finds_its_message_by_client_ref(
+    store: SqliteStore,
+) -> None:
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    [first, _] = await claim_out(store)
+    uuid = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
+    assert first.message.client_ref == "b-1/0"
+
+    body = status_body("submitted", message_uuid=uuid, client_ref="b-1/0")
+    assert await store.record_status(parse_status(body), body, NOW)
+    await store.record_sent(first, uuid, NOW)
+
+    [record, _] = await store.broadcast("b-1")
+    assert (record.state, record.status, record.message_uuid) == ("sent", "submitted", uuid)
+
+
+async def test_a_stale_send_outcome_is_refused(store: SqliteStore) -> None:
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    [stale, _] = await claim_out(store)
+    [again, _] = await claim_out(store, NOW + 61)  # the first lease ran out
+
+    with pytest.raises(LeaseLost):
+        await store.record_sent(stale, "late", NOW + 62)
+    await store.record_retry(again, "HTTP 500", NOW + 70)
+
+    [record, _] = await store.broadcast("b-1")
+    assert (record.state, record.message_uuid, record.attempts) == ("pending", None, 2)
+
+
+async def test_a_send_that_keeps_dying_is_given_up(store: SqliteStore) -> None:
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    for attempt in range(8):
+        assert len(await claim_out(store, NOW + attempt * 61)) == 2
+
+    assert await claim_out(store, NOW + 8 * 61) == []
+    records = await store.broadcast("b-1")
+    assert [(r.state, r.attempts) for r in records] == [("failed", 8), ("failed", 8)]
+    assert records[0].error == "gave up after 8 attempts that did not finish"
+
+
+async def test_claims_can_be_limited_to_one_broadcast(store: SqliteStore) -> None:
+    await store.enqueue(planned("b-1", A), A.members, NOW)
+    await store.enqueue(planned("b-2", B), B.members, NOW)
+
+    claimed = await store.claim_outbound(10, NOW, 60, 8, broadcast_id="b-2")
+
+    assert {item.broadcast_id for item in claimed} == {"b-2"}
+    assert len(claimed) == 2
 
 
 async def test_conversation_shows_members_messages_and_answers_in_order(store: SqliteStore) -> None:
@@ -187,7 +300,7 @@ async def test_conversation_shows_members_messages_and_answers_in_order(store: S
         }
     ).encode()
     await store.accept_inbound("aaaaaaaa-bbbb-4ccc-8ddd-0123456789fa", A.key, A.members, body, NOW)
-    await store.enqueue(entries("b-1", A, "Hello back"), A.members, NOW + 1)
+    await store.enqueue(planned("b-1", A, "Hello back"), A.members, NOW + 1)
 
     conversation = await store.conversation(A.key)
 

@@ -99,13 +99,18 @@ async def post_message(request: web.Request) -> web.Response:
             members=said.members,
             text=said.text,
         )
-        accepted = await accept(runtime.store, body, bot_number=runtime.bot.config.bot.number)
+        stored = await accept(
+            runtime.store,
+            body,
+            bot_number=runtime.bot.config.bot.number,
+            max_group_size=runtime.bot.config.bot.max_group_size,
+        )
     except ValidationError as exc:
         return invalid(invalid_input(exc))
     except InvalidInput as exc:
         return invalid(exc)
     runtime.inbox.wake()
-    return web.json_response({"group": accepted.group.key}, status=201)
+    return web.json_response({"group": stored.group.key}, status=201)
 
 
 def add_routes(app: web.Application) -> None:

@@ -7,25 +7,51 @@ either all of it or none of it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from bot.exceptions import LeaseLost
 from bot.models import MessageStatus, OutboundMessage
+
+__all__ = [
+    "InboundRecord",
+    "InboxItem",
+    "LeaseLost",
+    "OutboxEntry",
+    "OutboxItem",
+    "OutboxRecord",
+    "Store",
+    "ThreadEntry",
+    "entries",
+    "open_store",
+]
 
 OutboxState = Literal["pending", "sending", "sent", "failed"]
 
 
 @dataclass(frozen=True)
 class InboxItem:
-    """A stored inbound message, claimed for processing."""
+    """A stored inbound message, claimed for processing, with its group's state."""
 
-    seq: int
     message_uuid: str
     group_key: str
     members: tuple[str, ...]
+    state: dict[str, Any]
     body: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    """Where one inbound message stands (for `groupbot status`)."""
+
+    message_uuid: str
+    group_key: str
+    state: str
+    route: str | None
+    error: str | None
     attempts: int
 
 
@@ -37,6 +63,29 @@ class OutboxEntry:
     group_key: str
     message: OutboundMessage
     inbound_uuid: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.message.client_ref:
+            raise ValueError("OutboxEntry.message.client_ref: required; build with entries()")
+
+
+def entries(
+    broadcast_id: str,
+    group_key: str,
+    messages: Sequence[OutboundMessage],
+    *,
+    inbound_uuid: str | None = None,
+) -> list[OutboxEntry]:
+    """A broadcast's rows, each with a `client_ref` (echoed in its status callbacks)."""
+    return [
+        OutboxEntry(
+            broadcast_id,
+            group_key,
+            message.model_copy(update={"client_ref": f"{broadcast_id}/{n}"}),
+            inbound_uuid,
+        )
+        for n, message in enumerate(messages)
+    ]
 
 
 @dataclass(frozen=True)
@@ -63,6 +112,7 @@ class OutboxRecord:
     message_uuid: str | None
     error: str | None
     status: str | None
+    status_error: str | None
     text: str
 
 
@@ -88,21 +138,27 @@ class Store(Protocol):
         """Store a webhook durably; False when this message_uuid was stored before."""
         ...
 
-    async def claim_inbound(self, limit: int, now: float, lease_seconds: float) -> list[InboxItem]:
-        """The oldest unprocessed message of each group that has no message in progress."""
+    async def claim_inbound(
+        self, limit: int, now: float, lease_seconds: float, max_attempts: int
+    ) -> list[InboxItem]:
+        """The oldest unprocessed message of each group that has no message in progress.
+
+        A message whose lease ran out `max_attempts` times is marked failed instead.
+        """
         ...
 
     async def complete_inbound(
         self,
-        message_uuid: str,
+        item: InboxItem,
         *,
         now: float,
         route: str | None,
         outbound: Sequence[OutboxEntry],
-        state: tuple[str, Mapping[str, Any]] | None,
+        state: str | None,
         error: str | None = None,
     ) -> None:
-        """Mark processed, queue its outbound messages and save the group state, atomically."""
+        """Mark processed, queue its outbound messages and save the group state (JSON),
+        atomically; raise LeaseLost (writing nothing) if the item was claimed again."""
         ...
 
     async def load_state(self, group_key: str) -> dict[str, Any]: ...
@@ -114,22 +170,32 @@ class Store(Protocol):
         ...
 
     async def claim_outbound(
-        self, limit: int, now: float, lease_seconds: float
+        self,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+        *,
+        broadcast_id: str | None = None,
     ) -> list[OutboxItem]:
         """Due messages, at most one in flight per member of a group, oldest first."""
         ...
 
-    async def record_sent(self, outbox_id: int, message_uuid: str, now: float) -> None: ...
+    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> None:
+        """Each record_* raises LeaseLost (writing nothing) if the item was claimed again."""
+        ...
 
-    async def record_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> None: ...
+    async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None: ...
 
-    async def record_failed(self, outbox_id: int, error: str, now: float) -> None: ...
+    async def record_failed(self, item: OutboxItem, error: str, now: float) -> None: ...
 
     async def record_status(self, status: MessageStatus, body: bytes, now: float) -> bool:
         """Attach a delivery status to its outbound message; False when none matches."""
         ...
 
     async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]: ...
+
+    async def inbound(self, message_uuid: str) -> InboundRecord | None: ...
 
     async def groups(self) -> list[tuple[str, tuple[str, ...]]]:
         """Every known group's key and members, most recently active first."""

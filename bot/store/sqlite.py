@@ -9,8 +9,10 @@ in one `BEGIN IMMEDIATE` transaction, which also serialises writers across proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,68 +20,19 @@ from typing import Any
 import aiosqlite
 
 from bot.models import InboundMessage, MessageStatus, OutboundMessage
-from bot.store import InboxItem, OutboxEntry, OutboxItem, OutboxRecord, ThreadEntry
-
-# Each entry upgrades the schema by one version; PRAGMA user_version records the last applied.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE groups (
-        key TEXT PRIMARY KEY,
-        members TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE inbound (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        message_uuid TEXT NOT NULL UNIQUE,
-        group_key TEXT NOT NULL REFERENCES groups(key),
-        body BLOB NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'processing', 'done', 'failed')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_until REAL,
-        route TEXT,
-        error TEXT,
-        received_at REAL NOT NULL,
-        processed_at REAL
-    );
-    CREATE INDEX inbound_open ON inbound (group_key, seq)
-        WHERE state IN ('pending', 'processing');
-    CREATE TABLE outbound (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        broadcast_id TEXT NOT NULL,
-        inbound_uuid TEXT,
-        group_key TEXT NOT NULL REFERENCES groups(key),
-        recipient TEXT NOT NULL,
-        body TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'sending', 'sent', 'failed')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        lease_until REAL,
-        message_uuid TEXT UNIQUE,
-        error TEXT,
-        status TEXT,
-        status_at REAL,
-        price TEXT,
-        currency TEXT,
-        created_at REAL NOT NULL,
-        sent_at REAL,
-        UNIQUE (broadcast_id, recipient)
-    );
-    CREATE INDEX outbound_open ON outbound (group_key, recipient, id)
-        WHERE state IN ('pending', 'sending');
-    CREATE TABLE statuses (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        message_uuid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        body TEXT NOT NULL,
-        received_at REAL NOT NULL
-    );
-    CREATE INDEX statuses_message ON statuses (message_uuid);
-    """,
+from bot.store import (
+    InboundRecord,
+    InboxItem,
+    LeaseLost,
+    OutboxEntry,
+    OutboxItem,
+    OutboxRecord,
+    ThreadEntry,
 )
+from bot.store.schema import MIGRATIONS
+
+# Later statuses never give way to earlier ones arriving late (Vonage does not order them).
+_STATUS_RANK = "CASE WHEN {0} IS NULL THEN 0 WHEN {0} = 'submitted' THEN 1 ELSE 2 END"
 
 
 class SqliteStore:
@@ -117,20 +70,33 @@ class SqliteStore:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                # Shielded: a cancelled caller must not leave the connection mid-transaction.
+                await asyncio.shield(self._rollback())
                 raise
             await self._db.execute("COMMIT")
 
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
+            await self._db.execute("ROLLBACK")
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        # Reads share the writers' connection, so they wait for the lock: otherwise they would
+        # see another coroutine's uncommitted rows.
+        async with self._lock:
+            yield self._db
+
     async def ping(self) -> None:
-        async with self._db.execute("SELECT 1") as cursor:
+        async with self._reading() as db, db.execute("SELECT 1") as cursor:
             await cursor.fetchone()
 
     async def close(self) -> None:
-        await self._db.close()
+        async with self._lock:
+            await self._db.close()
 
     # -- inbox ---------------------------------------------------------------------------
 
@@ -138,7 +104,7 @@ class SqliteStore:
         self, message_uuid: str, group_key: str, members: Sequence[str], body: bytes, now: float
     ) -> bool:
         async with self._transaction() as db:
-            await _ensure_group(db, group_key, members, now)
+            await _touch_group(db, group_key, members, now)
             cursor = await db.execute(
                 "INSERT OR IGNORE INTO inbound (message_uuid, group_key, body, received_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -146,11 +112,21 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-    async def claim_inbound(self, limit: int, now: float, lease_seconds: float) -> list[InboxItem]:
+    async def claim_inbound(
+        self, limit: int, now: float, lease_seconds: float, max_attempts: int
+    ) -> list[InboxItem]:
         async with self._transaction() as db:
+            # A message whose processing died with its process max_attempts times is poison:
+            # set it aside, so that the rest of its group goes on.
+            await db.execute(
+                "UPDATE inbound SET state = 'failed', lease_until = NULL, processed_at = ?, "
+                "error = 'gave up after ' || attempts || ' attempts that did not finish' "
+                "WHERE state = 'processing' AND lease_until < ? AND attempts >= ?",
+                (now, now, max_attempts),
+            )
             async with db.execute(
                 """
-                SELECT i.seq, i.message_uuid, i.group_key, g.members, i.body, i.attempts
+                SELECT i.message_uuid, i.group_key, g.members, g.state, i.body, i.attempts
                 FROM inbound i JOIN groups g ON g.key = i.group_key
                 WHERE i.seq IN (
                     SELECT MIN(seq) FROM inbound
@@ -164,15 +140,15 @@ class SqliteStore:
                 rows = list(await cursor.fetchall())
             await db.executemany(
                 "UPDATE inbound SET state = 'processing', lease_until = ?, attempts = attempts + 1 "
-                "WHERE seq = ?",
-                [(now + lease_seconds, row["seq"]) for row in rows],
+                "WHERE message_uuid = ?",
+                [(now + lease_seconds, row["message_uuid"]) for row in rows],
             )
         return [
             InboxItem(
-                seq=row["seq"],
                 message_uuid=row["message_uuid"],
                 group_key=row["group_key"],
                 members=tuple(json.loads(row["members"])),
+                state=dict(json.loads(row["state"])),
                 body=bytes(row["body"]),
                 attempts=row["attempts"] + 1,
             )
@@ -181,32 +157,44 @@ class SqliteStore:
 
     async def complete_inbound(
         self,
-        message_uuid: str,
+        item: InboxItem,
         *,
         now: float,
         route: str | None,
         outbound: Sequence[OutboxEntry],
-        state: tuple[str, Mapping[str, Any]] | None,
+        state: str | None,
         error: str | None = None,
     ) -> None:
         async with self._transaction() as db:
+            # Fenced by the attempt: if our lease ran out and another claim took the message
+            # over, this outcome is stale and nothing of it is written.
+            cursor = await db.execute(
+                "UPDATE inbound SET state = ?, route = ?, error = ?, processed_at = ?, "
+                "lease_until = NULL WHERE message_uuid = ? AND state = 'processing' "
+                "AND attempts = ?",
+                (
+                    "failed" if error else "done",
+                    route,
+                    error,
+                    now,
+                    item.message_uuid,
+                    item.attempts,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLost(f"inbound {item.message_uuid} was claimed again")
             await _insert_outbound(db, outbound, now)
             if state is not None:
-                group_key, values = state
                 await db.execute(
                     "UPDATE groups SET state = ?, updated_at = ? WHERE key = ?",
-                    (json.dumps(values), now, group_key),
+                    (state, now, item.group_key),
                 )
-            await db.execute(
-                "UPDATE inbound SET state = ?, route = ?, error = ?, processed_at = ?, "
-                "lease_until = NULL WHERE message_uuid = ?",
-                ("failed" if error else "done", route, error, now, message_uuid),
-            )
 
     async def load_state(self, group_key: str) -> dict[str, Any]:
-        async with self._db.execute(
-            "SELECT state FROM groups WHERE key = ?", (group_key,)
-        ) as cursor:
+        async with (
+            self._reading() as db,
+            db.execute("SELECT state FROM groups WHERE key = ?", (group_key,)) as cursor,
+        ):
             row = await cursor.fetchone()
         return dict(json.loads(row["state"])) if row else {}
 
@@ -217,13 +205,26 @@ class SqliteStore:
     ) -> None:
         async with self._transaction() as db:
             for group_key in {entry.group_key for entry in outbound}:
-                await _ensure_group(db, group_key, members, now)
+                await _touch_group(db, group_key, members, now)
             await _insert_outbound(db, outbound, now)
 
     async def claim_outbound(
-        self, limit: int, now: float, lease_seconds: float
+        self,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+        *,
+        broadcast_id: str | None = None,
     ) -> list[OutboxItem]:
         async with self._transaction() as db:
+            # Sends whose process died mid-attempt max_attempts times are given up.
+            await db.execute(
+                "UPDATE outbound SET state = 'failed', lease_until = NULL, finished_at = ?, "
+                "error = 'gave up after ' || attempts || ' attempts that did not finish' "
+                "WHERE state = 'sending' AND lease_until < ? AND attempts >= ?",
+                (now, now, max_attempts),
+            )
             async with db.execute(
                 """
                 SELECT o.id, o.broadcast_id, o.group_key, o.body, o.attempts, o.created_at
@@ -234,9 +235,10 @@ class SqliteStore:
                 )
                 AND ((o.state = 'pending' AND o.next_attempt_at <= ?)
                      OR (o.state = 'sending' AND o.lease_until < ?))
+                AND (? IS NULL OR o.broadcast_id = ?)
                 ORDER BY o.id LIMIT ?
                 """,
-                (now, now, limit),
+                (now, now, broadcast_id, broadcast_id, limit),
             ) as cursor:
                 rows = list(await cursor.fetchall())
             await db.executemany(
@@ -256,59 +258,82 @@ class SqliteStore:
             for row in rows
         ]
 
-    async def record_sent(self, outbox_id: int, message_uuid: str, now: float) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE outbound SET state = 'sent', message_uuid = ?, sent_at = ?, "
-                "lease_until = NULL, error = NULL WHERE id = ?",
-                (message_uuid, now, outbox_id),
-            )
+    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> None:
+        await self._finish_attempt(
+            item,
+            "state = 'sent', message_uuid = ?, sent_at = ?, finished_at = ?, error = NULL",
+            (message_uuid, now, now),
+        )
 
-    async def record_retry(self, outbox_id: int, error: str, next_attempt_at: float) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE outbound SET state = 'pending', error = ?, next_attempt_at = ?, "
-                "lease_until = NULL WHERE id = ?",
-                (error, next_attempt_at, outbox_id),
-            )
+    async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None:
+        await self._finish_attempt(
+            item, "state = 'pending', error = ?, next_attempt_at = ?", (error, next_attempt_at)
+        )
 
-    async def record_failed(self, outbox_id: int, error: str, now: float) -> None:
+    async def record_failed(self, item: OutboxItem, error: str, now: float) -> None:
+        await self._finish_attempt(
+            item, "state = 'failed', error = ?, finished_at = ?", (error, now)
+        )
+
+    async def _finish_attempt(
+        self, item: OutboxItem, assignments: str, values: tuple[object, ...]
+    ) -> None:
         async with self._transaction() as db:
-            await db.execute(
-                "UPDATE outbound SET state = 'failed', error = ?, status_at = ?, "
-                "lease_until = NULL WHERE id = ?",
-                (error, now, outbox_id),
+            # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
+            cursor = await db.execute(
+                f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
+                "WHERE id = ? AND state = 'sending' AND attempts = ?",
+                (*values, item.id, item.attempts),
             )
+            if cursor.rowcount != 1:
+                raise LeaseLost(f"outbound {item.id} was claimed again")
 
     async def record_status(self, status: MessageStatus, body: bytes, now: float) -> bool:
         uuid = str(status.message_uuid)
         usage = status.usage
+        error = status.error
+        reason = " ".join(filter(None, (error.title, error.detail))) if error else None
         async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO statuses (message_uuid, status, body, received_at) "
                 "VALUES (?, ?, ?, ?)",
                 (uuid, status.status, body.decode("utf-8", "replace"), now),
             )
+            # client_ref finds the message even when the status overtakes our own record of
+            # the send (the API may call back before record_sent commits).
             cursor = await db.execute(
-                "UPDATE outbound SET status = ?, status_at = ?, "
-                "price = COALESCE(?, price), currency = COALESCE(?, currency) "
-                "WHERE message_uuid = ?",
-                (
-                    status.status,
-                    now,
-                    usage.price if usage else None,
-                    usage.currency if usage else None,
-                    uuid,
-                ),
+                f"""
+                UPDATE outbound SET
+                    message_uuid = COALESCE(message_uuid, :uuid),
+                    status = CASE WHEN {_STATUS_RANK.format(":status")}
+                        >= {_STATUS_RANK.format("status")} THEN :status ELSE status END,
+                    status_error = COALESCE(:reason, status_error),
+                    status_at = :now,
+                    price = COALESCE(:price, price),
+                    currency = COALESCE(:currency, currency)
+                WHERE message_uuid = :uuid OR (:ref IS NOT NULL AND client_ref = :ref)
+                """,  # noqa: S608 - fixed SQL
+                {
+                    "uuid": uuid,
+                    "status": status.status,
+                    "reason": reason,
+                    "now": now,
+                    "price": usage.price if usage else None,
+                    "currency": usage.currency if usage else None,
+                    "ref": status.client_ref,
+                },
             )
             return cursor.rowcount > 0
 
     async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]:
-        async with self._db.execute(
-            "SELECT id, broadcast_id, recipient, state, attempts, message_uuid, error, status, "
-            "body FROM outbound WHERE broadcast_id = ? ORDER BY id",
-            (broadcast_id,),
-        ) as cursor:
+        async with (
+            self._reading() as db,
+            db.execute(
+                "SELECT id, broadcast_id, recipient, state, attempts, message_uuid, error, "
+                "status, status_error, body FROM outbound WHERE broadcast_id = ? ORDER BY id",
+                (broadcast_id,),
+            ) as cursor,
+        ):
             rows = await cursor.fetchall()
         return [
             OutboxRecord(
@@ -320,67 +345,82 @@ class SqliteStore:
                 message_uuid=row["message_uuid"],
                 error=row["error"],
                 status=row["status"],
+                status_error=row["status_error"],
                 text=OutboundMessage.model_validate_json(row["body"]).summary(),
             )
             for row in rows
         ]
 
+    async def inbound(self, message_uuid: str) -> InboundRecord | None:
+        async with (
+            self._reading() as db,
+            db.execute(
+                "SELECT message_uuid, group_key, state, route, error, attempts FROM inbound "
+                "WHERE message_uuid = ?",
+                (message_uuid,),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return None if row is None else InboundRecord(**dict(row))
+
     async def groups(self) -> list[tuple[str, tuple[str, ...]]]:
-        async with self._db.execute(
-            "SELECT key, members FROM groups ORDER BY updated_at DESC, created_at DESC"
-        ) as cursor:
+        async with (
+            self._reading() as db,
+            db.execute("SELECT key, members FROM groups ORDER BY updated_at DESC") as cursor,
+        ):
             rows = await cursor.fetchall()
         return [(row["key"], tuple(json.loads(row["members"]))) for row in rows]
 
     async def conversation(self, group_key: str) -> list[ThreadEntry]:
+        async with self._reading() as db:
+            inbound = await db.execute_fetchall(
+                "SELECT body, received_at, state FROM inbound WHERE group_key = ?", (group_key,)
+            )
+            outbound = await db.execute_fetchall(
+                "SELECT body, created_at, state, status FROM outbound WHERE group_key = ?",
+                (group_key,),
+            )
         entries: list[ThreadEntry] = []
-        async with self._db.execute(
-            "SELECT body, received_at, state FROM inbound WHERE group_key = ?", (group_key,)
-        ) as cursor:
-            async for row in cursor:
-                message = InboundMessage.model_validate_json(row["body"])
-                others = (message.to, *message.participants)
-                entries.append(
-                    ThreadEntry(
-                        row["received_at"], message.sender, others, message.body_text, row["state"]
-                    )
+        for row in inbound:
+            message = InboundMessage.model_validate_json(row["body"])
+            others = (message.to, *message.participants)
+            entries.append(
+                ThreadEntry(
+                    row["received_at"], message.sender, others, message.body_text, row["state"]
                 )
-        async with self._db.execute(
-            "SELECT body, created_at, state, status FROM outbound WHERE group_key = ?", (group_key,)
-        ) as cursor:
-            async for row in cursor:
-                sent = OutboundMessage.model_validate_json(row["body"])
-                entries.append(
-                    ThreadEntry(
-                        row["created_at"],
-                        sent.from_,
-                        (sent.to,),
-                        sent.summary(),
-                        row["status"] or row["state"],
-                    )
-                )
+            )
+        for row in outbound:
+            sent = OutboundMessage.model_validate_json(row["body"])
+            state = row["status"] or row["state"]
+            entries.append(
+                ThreadEntry(row["created_at"], sent.from_, (sent.to,), sent.summary(), state)
+            )
         return sorted(entries, key=lambda e: e.at)
 
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.
-        async with self._db.execute(
-            """
+        async with (
+            self._reading() as db,
+            db.execute(
+                """
             SELECT MIN(o.next_attempt_at) FROM outbound o
             WHERE o.state = 'pending' AND o.id IN (
                 SELECT MIN(id) FROM outbound
                 WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
             )
             """
-        ) as cursor:
+            ) as cursor,
+        ):
             row = await cursor.fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
 
-async def _ensure_group(
+async def _touch_group(
     db: aiosqlite.Connection, group_key: str, members: Sequence[str], now: float
 ) -> None:
     await db.execute(
-        "INSERT OR IGNORE INTO groups (key, members, created_at, updated_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO groups (key, members, created_at, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
         (group_key, json.dumps(list(members)), now, now),
     )
 
@@ -388,17 +428,19 @@ async def _ensure_group(
 async def _insert_outbound(
     db: aiosqlite.Connection, outbound: Sequence[OutboxEntry], now: float
 ) -> None:
-    # OR IGNORE: a broadcast planned again (after a crash before the inbound row was marked
-    # done) finds its messages already queued and adds none twice.
+    # A broadcast planned again finds its messages already queued and adds none twice; any
+    # other constraint (a missing client_ref, say) still fails loudly.
     await db.executemany(
-        "INSERT OR IGNORE INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, body, "
-        "next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
+        "body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (broadcast_id, recipient) DO NOTHING",
         [
             (
                 entry.broadcast_id,
                 entry.inbound_uuid,
                 entry.group_key,
                 entry.message.to,
+                entry.message.client_ref,
                 json.dumps(entry.message.to_api()),
                 now,
                 now,
