@@ -43,7 +43,7 @@ async def send_message(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     config = runtime.bot.config
     structlog.contextvars.clear_contextvars()
-    token = config.server.api_token
+    token = config.server.api_token.get_secret_value()
     if not token:
         return problem(403, "Admin API disabled", "set server.api_token to use /api/messages")
     given = request.headers.get("Authorization", "")

@@ -49,10 +49,12 @@ class MessagesClient:
         self._application_id = settings.application_id
         self._key: RSAPrivateKey | None = None
         self._basic: str | None = None
-        if settings.application_id and settings.private_key:
-            self._key = _load_private_key(settings.private_key, root)
-        elif settings.api_key and settings.api_secret:
-            pair = f"{settings.api_key}:{settings.api_secret}".encode()
+        private_key = settings.private_key.get_secret_value()
+        api_secret = settings.api_secret.get_secret_value()
+        if settings.application_id and private_key:
+            self._key = _load_private_key(private_key, root)
+        elif settings.api_key and api_secret:
+            pair = f"{settings.api_key}:{api_secret}".encode()
             self._basic = "Basic " + base64.b64encode(pair).decode()
         else:
             raise ConfigError(

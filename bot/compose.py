@@ -32,7 +32,8 @@ def compose(
             f"expected exactly one of text, template or media, got {', '.join(given) or 'none'}",
         )
     if template is not None:
-        values = {"members": list(members), "bot_number": bot_number, **(variables or {})}
+        # The built-in names win: a caller's variable cannot change who the group is.
+        values = {**(variables or {}), "members": list(members), "bot_number": bot_number}
         try:
             text = templates.render(template, values)
         except TemplateError as exc:

@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bot.exceptions import ConfigError, InvalidNumber
+from bot.models import field_path
 from bot.numbers import normalize
 
 DEFAULT_CONFIG = "config.yaml"
@@ -45,18 +54,19 @@ class ProviderSettings(_Section):
     kind: Literal["simulator", "vonage"] = "simulator"
     api_url: str = "https://api.nexmo.com"
     application_id: str = ""
-    private_key: str = ""
+    # Secrets print as '**********' in reprs and tracebacks.
+    private_key: SecretStr = SecretStr("")
     api_key: str = ""
-    api_secret: str = ""
-    signature_secret: str = ""
+    api_secret: SecretStr = SecretStr("")
+    signature_secret: SecretStr = SecretStr("")
     rate_limit_per_second: Annotated[float, Field(gt=0)] = 30
     timeout_seconds: Annotated[float, Field(gt=0)] = 10
 
     @model_validator(mode="after")
     def _credentials(self) -> ProviderSettings:
-        if self.kind == "vonage" and not (
-            (self.application_id and self.private_key) or (self.api_key and self.api_secret)
-        ):
+        jwt = self.application_id and self.private_key.get_secret_value()
+        basic = self.api_key and self.api_secret.get_secret_value()
+        if self.kind == "vonage" and not (jwt or basic):
             raise ValueError(
                 "provider.kind vonage needs application_id and private_key (JWT auth) "
                 "or api_key and api_secret (Basic auth)"
@@ -67,7 +77,7 @@ class ProviderSettings(_Section):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    api_token: str = ""
+    api_token: SecretStr = SecretStr("")
 
 
 class StorageSettings(_Section):
@@ -164,7 +174,8 @@ def load_config(path: Path | str | None = None) -> Config:
     file = Path(path) if path is not None else default_path()
     label = str(file)
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        with file.open(encoding="utf-8") as stream:  # a stream: YAML errors name the file
+            raw = yaml.safe_load(stream)
     except OSError as exc:
         raise ConfigError([f"{label}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
@@ -184,7 +195,7 @@ def parse_config(raw: object, *, root: Path, source: str = DEFAULT_CONFIG) -> Co
     try:
         return Config.model_validate({**data, "root": root, "source": source})
     except ValidationError as exc:
-        raise ConfigError([_describe(error, source) for error in exc.errors()]) from None
+        raise ConfigError([_describe(error, source, data) for error in exc.errors()]) from None
 
 
 def _interpolate(value: Any, where: str, problems: list[str], source: str) -> Any:
@@ -218,11 +229,19 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _describe(error: Any, source: str) -> str:
-    where = ""
-    for part in error["loc"]:
-        where = f"{where}[{part}]" if isinstance(part, int) else _join(where, str(part))
+def _describe(error: Any, source: str, data: dict[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    where = field_path(loc) if loc else "(top level)"
+    if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+        # Name the route as `groupbot check` does: routes[6] (van).
+        routes = data.get("routes")
+        route = routes[loc[1]] if isinstance(routes, list) and loc[1] < len(routes) else None
+        if isinstance(route, dict) and route.get("name"):
+            head = f"routes[{loc[1]}]"
+            where = f"{head} ({route['name']}){where[len(head) :]}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    return f"{source}: {where or '(top level)'}: {message}"
+    elif error["type"] not in ("missing", "value_error") and "input" in error:
+        message = f"{message}, got {error['input']!r}"
+    return f"{source}: {where}: {message}"

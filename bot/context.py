@@ -11,6 +11,8 @@ from bot.groups import Group
 from bot.models import MEDIA_KINDS, ContentItem, InboundMessage, MediaKind
 from bot.templates import Templates
 
+MAX_CAPTION = 3000  # the Messages API's caption maxLength
+
 
 @dataclass(frozen=True)
 class Media:
@@ -27,6 +29,13 @@ class Media:
             )
         if not self.url.startswith(("https://", "http://")):
             raise HandlerError(f"Media.url: expected an http(s) URL, got {self.url!r}")
+        if self.caption is not None and not self.caption.strip():
+            # The API refuses an empty caption (minLength 1): no caption is what was meant.
+            object.__setattr__(self, "caption", None)
+        elif self.caption is not None and len(self.caption) > MAX_CAPTION:
+            raise HandlerError(
+                f"Media.caption: expected at most {MAX_CAPTION} characters, got {len(self.caption)}"
+            )
 
 
 @dataclass(frozen=True)

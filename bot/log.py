@@ -17,7 +17,6 @@ from bot.numbers import mask
 # A run of 7 to 15 digits standing alone: a phone number, whether it is a whole value or
 # inside a sentence ("expected the bot's number 11234567890"); not part of a UUID or a word.
 _NUMBER = re.compile(r"(?<![\w-])\+?\d{7,15}(?![\w-])")
-_NUMBER_KEYS = frozenset({"members", "participants"})
 
 
 def _masked(found: re.Match[str]) -> str:
@@ -25,13 +24,20 @@ def _masked(found: re.Match[str]) -> str:
 
 
 def mask_numbers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Mask every phone number in string values, and in lists of numbers, to its last 4 digits."""
+    """Mask every phone number in the event, however deep, to its last 4 digits."""
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = _NUMBER.sub(_masked, value)
-        elif key in _NUMBER_KEYS and isinstance(value, list | tuple):
-            event[key] = [_NUMBER.sub(_masked, v) if isinstance(v, str) else v for v in value]
+        event[key] = _mask(value)
     return event
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NUMBER.sub(_masked, value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return value
 
 
 def configure(settings: LogSettings) -> None:
@@ -40,14 +46,13 @@ def configure(settings: LogSettings) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text before masking, so numbers inside them are masked too.
+        structlog.processors.format_exc_info,
     ]
     if settings.mask_numbers:
         processors.append(mask_numbers)
     if json:
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(ensure_ascii=False),
-        ]
+        processors.append(structlog.processors.JSONRenderer(ensure_ascii=False))
     else:
         processors.append(structlog.dev.ConsoleRenderer())
     structlog.configure(

@@ -8,6 +8,7 @@ from bot.exceptions import InvalidNumber
 
 MIN_DIGITS = 7  # the API's ToNumber minLength
 MAX_DIGITS = 15  # E.164's maximum length
+NANP_NATIONAL_DIGITS = 10  # a US or Canadian number without its country code
 
 
 def normalize(raw: str, *, field: str = "number") -> str:
@@ -18,15 +19,22 @@ def normalize(raw: str, *, field: str = "number") -> str:
     guess would silently address a stranger.
     """
     text = raw.strip()
+    digits = "".join(c for c in text if c.isdigit())
+    if not text.startswith(("+", "00")) and len(digits) == NANP_NATIONAL_DIGITS:
+        # Ten digits without a country code is how Americans write their numbers; read as
+        # E.164 it would be a number abroad (2025550111 is in Egypt). Ask rather than guess.
+        raise InvalidNumber(
+            field, f"expected the country code too: did you mean 1{digits}? (got {raw!r})"
+        )
     if text.startswith("00"):
         text = "+" + text[2:]
     elif not text.startswith("+"):
         text = "+" + text
     try:
         parsed = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException as exc:
+    except phonenumbers.NumberParseException:
         raise InvalidNumber(
-            field, f"expected E.164 digits with country code, got {raw!r} ({exc})"
+            field, f"expected E.164 digits with country code, got {raw!r}"
         ) from None
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidNumber(

@@ -8,7 +8,7 @@ import pytest
 
 from bot.compose import compose
 from bot.context import Media, Reply
-from bot.exceptions import InvalidInput
+from bot.exceptions import HandlerError, InvalidInput
 from bot.templates import Templates
 
 BOT = "11234567890"
@@ -115,3 +115,20 @@ def test_template_rendering_no_text_is_refused(templates: Templates) -> None:
         compose(templates, bot_number=BOT, members=MEMBERS, template="empty.j2")
     assert caught.value.field == "template"
     assert "rendered no text" in caught.value.message
+
+
+def test_a_variable_cannot_replace_the_members(templates: Templates) -> None:
+    reply = compose(
+        templates,
+        bot_number=BOT,
+        members=MEMBERS,
+        template="welcome.j2",
+        variables={"members": ["x"], "bot_number": "0"},
+    )
+    assert reply.text == f"Hi 3 people, from {BOT}."
+
+
+def test_an_empty_caption_is_no_caption_and_a_long_one_is_refused() -> None:
+    assert Media("image", "https://example.com/a.jpg", caption="  ").caption is None
+    with pytest.raises(HandlerError, match=r"Media.caption: expected at most 3000 characters"):
+        Media("image", "https://example.com/a.jpg", caption="x" * 3001)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bot.log import mask_numbers
+import pytest
+import structlog
+
+from bot.config import LogSettings
+from bot.log import configure, mask_numbers
 
 
 def test_numbers_are_masked_as_values_inside_sentences_and_in_lists() -> None:
@@ -31,3 +35,26 @@ def test_short_digit_runs_and_identifiers_are_left_alone() -> None:
     event = {"event": "x", "detail": "HTTP 429 after 120 s", "group": "g0389026ad0fb3351"}
 
     assert mask_numbers(None, "info", dict(event)) == event
+
+
+def test_numbers_in_nested_values_are_masked() -> None:
+    event = {"event": "x", "detail": {"to": "14155550123", "tries": [{"n": "+14155550123"}]}}
+
+    masked = mask_numbers(None, "info", event)
+
+    assert masked["detail"] == {"to": "•••••••0123", "tries": [{"n": "••••••••0123"}]}
+
+
+def test_numbers_in_a_traceback_are_masked_in_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
+    configure(LogSettings(format="json"))
+    log = structlog.get_logger("test")
+    try:
+        raise ValueError("no route for 14155550123")
+    except ValueError:
+        log.exception("handler_failed")
+    finally:
+        structlog.reset_defaults()  # the configuration is global: leave none behind
+
+    line = capsys.readouterr().err
+    assert "ValueError: no route for •••••••0123" in line
+    assert "14155550123" not in line

@@ -101,3 +101,10 @@ def test_display_formats_the_documented_example() -> None:
 @pytest.mark.parametrize("text", ["abc", ""])
 def test_display_returns_what_is_not_a_number_unchanged(text: str) -> None:
     assert display(text) == text
+
+
+def test_ten_digits_without_country_code_ask_for_the_us_one() -> None:
+    with pytest.raises(InvalidNumber, match=r"did you mean 12025550111\?") as raised:
+        normalize("(202) 555-0111", field="to[0]")
+    assert raised.value.field == "to[0]"
+    assert normalize("+1 202 555 0111") == "12025550111"
