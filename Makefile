@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint typecheck unit check clean
 
 run: $(STAMP)
-	$(BIN)/groupbot run
+	$(BIN)/groupbot run $(if $(PORT),--port $(PORT))
 
 test: lint typecheck unit
 

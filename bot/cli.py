@@ -106,8 +106,19 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
     port = port if port is not None else config.server.port
     where = f"http://{host}:{port}/"
     mode = "web chat at " + where if config.provider.kind == "simulator" else "webhooks at " + where
-    print(f"groupbot: {len(bot.router.routes)} routes, {mode}", file=sys.stderr, flush=True)
-    web.run_app(create_app(bot), host=host, port=port, print=None, shutdown_timeout=15)
+
+    def ready(_: str) -> None:  # called by aiohttp once the port is bound
+        print(f"groupbot: {len(bot.router.routes)} routes, {mode}", file=sys.stderr, flush=True)
+
+    try:
+        web.run_app(create_app(bot), host=host, port=port, print=ready, shutdown_timeout=15)
+    except OSError as exc:
+        print(
+            f"groupbot run: cannot listen on {host}:{port}: {exc.strerror}; "
+            "choose another port with --port N (or server.port in the config)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -393,3 +393,18 @@ async def test_run_logs_json_with_context_and_masked_numbers(
     for number in [*MEMBERS, BOT_NUMBER]:
         assert number not in text  # masked everywhere, kept to the last four digits
     assert "Ticket #42" not in text  # message bodies stay out of info logs
+
+
+async def test_run_on_a_busy_port_says_so_and_exits_1(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = await groupbot("run", "--config", config, "--port", str(port), cwd=tmp_path)
+
+    assert result.code == 1
+    assert f"groupbot run: cannot listen on 127.0.0.1:{port}" in result.err
+    assert "--port N" in result.err
+    assert "Traceback" not in result.err
