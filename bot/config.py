@@ -50,6 +50,15 @@ class BotSettings(_Section):
             raise ValueError(exc.message) from None
 
 
+class RetrySettings(_Section):
+    """How failed sends are retried: exponential backoff with jitter, bounded twice."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    base_seconds: Annotated[float, Field(gt=0)] = 1.0
+    max_delay_seconds: Annotated[float, Field(gt=0)] = 300.0
+    ttl_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0
+
+
 class ProviderSettings(_Section):
     kind: Literal["simulator", "vonage"] = "simulator"
     api_url: str = "https://api.nexmo.com"
@@ -59,8 +68,12 @@ class ProviderSettings(_Section):
     api_key: str = ""
     api_secret: SecretStr = SecretStr("")
     signature_secret: SecretStr = SecretStr("")
-    rate_limit_per_second: Annotated[float, Field(gt=0)] = 30
+    # Sends per second for the account, and for each sending number (10DLC carriers cap MMS
+    # per number); null turns a limit off.
+    rate_limit_per_second: Annotated[float, Field(gt=0)] | None = 30
+    rate_limit_per_number: Annotated[float, Field(gt=0)] | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 10
+    retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="after")
     def _credentials(self) -> ProviderSettings:
@@ -99,6 +112,8 @@ class LogSettings(_Section):
 
 class HandlerSettings(_Section):
     timeout_seconds: Annotated[float, Field(gt=0)] = 10
+    # Rendered to the group when a handler raises or times out; none: the group gets nothing.
+    error_template: str | None = None
 
 
 class IntentSettings(_Section):

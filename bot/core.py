@@ -90,6 +90,10 @@ def build_bot(config: Config) -> Bot:
         if function is not None:
             handlers[fallback.index] = function
 
+    error_template = config.handlers.error_template
+    if error_template is not None and (problem := templates.problem(error_template)):
+        problems.append(f"{source}: handlers.error_template: {problem}")
+
     if problems:
         raise ConfigError(problems)
     router = Router(routes, fallback=fallback)
@@ -99,6 +103,7 @@ def build_bot(config: Config) -> Bot:
         templates,
         bot_number=config.bot.number,
         timeout_seconds=config.handlers.timeout_seconds,
+        error_template=error_template,
     )
     return Bot(config, registry, templates, router, dispatcher)
 

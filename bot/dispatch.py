@@ -55,8 +55,10 @@ class Dispatcher:
         *,
         bot_number: str,
         timeout_seconds: float,
+        error_template: str | None = None,
     ) -> None:
         self.router = router
+        self.error_template = error_template
         self.handlers = handlers  # by route index, resolved and checked at start-up
         self.templates = templates
         self.bot_number = bot_number
@@ -86,24 +88,44 @@ class Dispatcher:
             reply = await self._answer(route, ctx)
         except _HandlerTimeout:
             log.error("handler_timeout", timeout_seconds=self.timeout_seconds)
-            return Outcome(match, error=f"handler timed out after {self.timeout_seconds:g} s")
+            return self._failed(match, ctx, f"handler timed out after {self.timeout_seconds:g} s")
         except TemplateError as exc:
             log.error("template_failed", error=str(exc))
-            return Outcome(match, error=str(exc))
+            return self._failed(match, ctx, str(exc))
         except Exception as exc:
             log.exception("handler_failed")
-            return Outcome(match, error=f"{type(exc).__name__}: {exc}")
+            return self._failed(match, ctx, f"{type(exc).__name__}: {exc}")
         try:
             after = json.dumps(ctx.state, sort_keys=True)
         except (TypeError, ValueError) as exc:
             log.error("state_invalid", error=str(exc))
-            return Outcome(match, error=f"ctx.state: expected JSON values: {exc}")
+            return self._failed(match, ctx, f"ctx.state: expected JSON values: {exc}")
         changed = after if after != before else None
         if reply is None:
             log.info("reply_none")
             return Outcome(match, state=changed)
         messages = broadcast.plan(reply, group, bot_number=self.bot_number, sender=message.sender)
         return Outcome(match, messages, state=changed)
+
+    def _failed(self, match: Match, ctx: Context, error: str) -> Outcome:
+        """The outcome of a failed handler: the error template to the group, if there is one.
+
+        The group's state is left as it was; the template sees the usual variables, never
+        the error itself (that is for the logs, not for customers).
+        """
+        if self.error_template is None:
+            return Outcome(match, error=error)
+        try:
+            reply = _text(ctx.render(self.error_template))
+        except TemplateError as exc:
+            log.error("error_template_failed", error=str(exc))
+            return Outcome(match, error=error)
+        messages = (
+            broadcast.plan(reply, ctx.group, bot_number=self.bot_number, sender=ctx.sender)
+            if reply
+            else []
+        )
+        return Outcome(match, messages, error=error)
 
     async def _answer(self, route: Route, ctx: Context) -> Reply | None:
         function = self.handlers.get(route.index)

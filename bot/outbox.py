@@ -2,7 +2,7 @@
 attempt is recorded as soon as it is known.
 
 At most one message per member of a group is in flight, so members see answers in order.
-The account's rate limit is taken before a message is claimed, so a claim's lease only has to
+The rate limits are taken before a message is claimed, so a claim's lease only has to
 cover the request itself; a 429 pauses all sending for its `Retry-After`.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 
 import structlog
-from aiolimiter import AsyncLimiter
 
 from bot.client import Provider
 from bot.exceptions import LeaseLost, PermanentApiError, TransientApiError
 from bot.numbers import mask
+from bot.ratelimit import SendRate
 from bot.retry import RetryPolicy
 from bot.store import OutboxItem, Store
 from bot.workers import Worker
@@ -26,20 +26,14 @@ log = structlog.get_logger("groupbot.outbox")
 LEASE_MARGIN_SECONDS = 30.0
 
 
-def limiter(rate_per_second: float) -> AsyncLimiter:
-    """A bucket of one second's worth of sends, or of one send for rates under one a second."""
-    if rate_per_second >= 1:
-        return AsyncLimiter(rate_per_second, 1.0)
-    return AsyncLimiter(1, 1.0 / rate_per_second)
-
-
 class OutboxWorker(Worker[OutboxItem]):
     def __init__(
         self,
         store: Store,
         provider: Provider,
         *,
-        rate_per_second: float,
+        rate: SendRate,
+        sender: str,
         request_timeout_seconds: float,
         policy: RetryPolicy | None = None,
         concurrency: int = 32,
@@ -50,7 +44,8 @@ class OutboxWorker(Worker[OutboxItem]):
         self.store = store
         self.provider = provider
         self.policy = policy or RetryPolicy()
-        self.limiter = limiter(rate_per_second)
+        self.rate = rate
+        self.sender = sender  # every message goes out from the bot's number
         self.lease_seconds = request_timeout_seconds + LEASE_MARGIN_SECONDS
         self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
         self._paused_until = 0.0
@@ -58,11 +53,14 @@ class OutboxWorker(Worker[OutboxItem]):
     async def claim(self, limit: int) -> list[OutboxItem]:
         if time.time() < self._paused_until:
             return []
-        await self.limiter.acquire()
-        tokens = 1
-        while tokens < limit and self.limiter.has_capacity():
-            await self.limiter.acquire()
-            tokens += 1
+        tokens = limit
+        if self.rate.limited:
+            # Taken before the claim, so the claim's lease covers the request, not the wait.
+            await self.rate.acquire(self.sender)
+            tokens = 1
+            while tokens < limit and self.rate.has_capacity(self.sender):
+                await self.rate.acquire(self.sender)
+                tokens += 1
         return await self.store.claim_outbound(
             tokens,
             time.time(),

@@ -22,6 +22,8 @@ from bot.core import Bot
 from bot.groups import Group
 from bot.inbox import InboxWorker
 from bot.outbox import OutboxWorker
+from bot.ratelimit import SendRate
+from bot.retry import RetryPolicy
 from bot.simulator import SimulatorProvider
 from bot.store import OutboxRecord, Store, entries, open_store
 
@@ -92,11 +94,19 @@ def outbox_worker(
     bot: Bot, store: Store, provider: Provider, *, broadcast_id: str | None = None
 ) -> OutboxWorker:
     settings = bot.config.provider
+    retry = settings.retry
     return OutboxWorker(
         store,
         provider,
-        rate_per_second=settings.rate_limit_per_second,
+        rate=SendRate(settings.rate_limit_per_second, settings.rate_limit_per_number),
+        sender=bot.config.bot.number,
         request_timeout_seconds=settings.timeout_seconds,
+        policy=RetryPolicy(
+            max_attempts=retry.max_attempts,
+            base_seconds=retry.base_seconds,
+            max_delay_seconds=retry.max_delay_seconds,
+            ttl_seconds=retry.ttl_seconds,
+        ),
         broadcast_id=broadcast_id,
     )
 
@@ -108,6 +118,8 @@ async def running(bot: Bot, *, workers: bool = True) -> AsyncIterator[Runtime]:
     config = bot.config
     provider = make_provider(bot)
     store = await open_store(config.storage.url, root=config.root)
+    if freed := await store.release_orphans():
+        log.warning("claims_released", count=freed)  # left by a process that was killed
     outbox = outbox_worker(bot, store, provider)
     inbox = InboxWorker(store, bot.dispatcher, on_queued=outbox.wake)
     runtime = Runtime(bot, store, provider, inbox, outbox)

@@ -49,6 +49,7 @@ class FakeMessagesApi:
         self.application_id = application_id
         self.basic = basic
         self.attempts: list[Recorded] = []
+        self.arrived = 0  # requests received, including those still held by a delay
         self.script: deque[Scripted] = deque()
         self.url = ""
         self._seen_jti: set[str] = set()
@@ -75,6 +76,11 @@ class FakeMessagesApi:
             )
         return self.accepted
 
+    async def wait_for_arrived(self, count: int, within: float = 10.0) -> None:
+        """Wait until `count` requests have arrived (answered or still held)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.arrived >= count), within)
+
     async def _messages(self, request: web.Request) -> web.Response:
         authorization = request.headers.get("Authorization", "")
         body = await request.json()
@@ -82,6 +88,9 @@ class FakeMessagesApi:
         if problem:
             return await self._record(body, authorization, claims, Scripted(401, problem))
         step = self.script.popleft() if self.script else Scripted(202)
+        async with self._changed:
+            self.arrived += 1
+            self._changed.notify_all()
         if step.delay:
             await asyncio.sleep(step.delay)  # the scripted slowness under test, not a sync
         return await self._record(body, authorization, claims, step)

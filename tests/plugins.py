@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from bot import Context, handler
 
@@ -50,3 +51,12 @@ async def wrong_type(ctx: Context) -> int:
 @handler("match_values")
 async def match_values(ctx: Context) -> dict[str, object]:
     return {"extra": "from the handler"}
+
+
+@handler("stall")
+async def stall(ctx: Context) -> str:
+    # Stalls only in the process the crash tests start with GROUPBOT_TEST_STALL set, so the
+    # process can be killed mid-handler; after the restart the same message goes through.
+    if os.environ.get("GROUPBOT_TEST_STALL"):
+        await asyncio.Event().wait()
+    return f"handled: {ctx.text}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import sys
@@ -16,13 +15,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
-from tests.conftest import APPLICATION_ID, BOT_NUMBER, ROOT, inbound, merge, shipped_config
+from tests.cli_support import environment, free_port, vonage, write_config
+from tests.conftest import BOT_NUMBER, ROOT, inbound, shipped_config
 from tests.fakes import FakeMessagesApi
 
 MEMBERS = ["11234567891", "11234567892", "11234567893"]
@@ -34,41 +32,6 @@ class Result:
     code: int
     out: str
     err: str
-
-
-def environment() -> dict[str, str]:
-    """A clean environment: no GROUPBOT_* or VONAGE_* from the developer's shell."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    env["PYTHONPATH"] = str(ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def write_config(folder: Path, overrides: dict[str, Any] | None = None) -> Path:
-    """The shipped config's routes and plugins, templates from the repo, storage in `folder`."""
-    config = merge(
-        shipped_config(),
-        {
-            "provider": {"kind": "simulator"},
-            "templates": str(ROOT / "templates"),
-            "storage": {"url": f"sqlite:///{folder / 'var' / 'groupbot.db'}"},
-            "log": {"level": "info", "format": "json"},
-        },
-    )
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(merge(config, overrides or {}), sort_keys=False))
-    return path
-
-
-def vonage(api: FakeMessagesApi, private_pem: str) -> dict[str, Any]:
-    return {
-        "provider": {
-            "kind": "vonage",
-            "api_url": api.url,
-            "application_id": APPLICATION_ID,
-            "private_key": private_pem,
-        }
-    }
 
 
 async def groupbot(*args: str | Path, cwd: Path) -> Result:
@@ -91,13 +54,6 @@ async def groupbot(*args: str | Path, cwd: Path) -> Result:
         pytest.fail(f"groupbot {' '.join(map(str, args))} did not finish in {COMMAND_SECONDS} s")
     assert process.returncode is not None
     return Result(process.returncode, out.decode(), err.decode())
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- help, check, route --------------------------------------------------------------------

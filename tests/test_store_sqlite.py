@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -308,3 +309,23 @@ async def test_conversation_shows_members_messages_and_answers_in_order(store: S
         (BOT_NUMBER, "Hello back")
     ] * 3
     assert await store.groups() == [(A.key, A.members)]
+
+
+async def test_claims_of_a_dead_process_are_released_and_a_live_ones_kept(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    dead, alive = await SqliteStore.open(path), await SqliteStore.open(path)
+    dead.owner = f"{socket.gethostname()}/{2**22 + 12345}"  # no such pid (above pid_max)
+    await accept(dead, "a1", A)
+    await dead.enqueue(planned("b-1", B), B.members, NOW)
+    await dead.claim_inbound(10, NOW, 60, 5)
+    await dead.claim_outbound(10, NOW, 60, 8)
+    await accept(alive, "c1", Group(("12025550199",)))
+    await alive.claim_inbound(10, NOW, 60, 5)
+
+    assert await alive.release_orphans() == 3
+
+    # The dead process's work is claimable at once, long before its leases would run out.
+    assert [i.message_uuid for i in await alive.claim_inbound(10, NOW + 1, 60, 5)] == ["a1"]
+    assert len(await alive.claim_outbound(10, NOW + 1, 60, 8)) == 2
+    await dead.close()
+    await alive.close()

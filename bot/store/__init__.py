@@ -130,6 +130,10 @@ class ThreadEntry:
 class Store(Protocol):
     async def ping(self) -> None: ...
 
+    async def release_orphans(self) -> int:
+        """Free the claims of this host's processes that are gone; return how many."""
+        ...
+
     async def close(self) -> None: ...
 
     async def accept_inbound(

@@ -1,0 +1,120 @@
+"""Delivery guarantees in one process: handler limits, order, dedupe across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests import plugins
+from tests.conftest import DATA, Harness, inbound
+from tests.test_end_to_end import processed
+
+StartBot = Callable[..., Awaitable[Harness]]
+GROUP_A = ["12025550101", "12025550102", "12025550103"]
+GROUP_B = ["12025550201", "12025550202"]
+
+
+def config_with(*routes: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "routes": list(routes),
+        "plugins": ["tests.plugins"],
+        "templates": str(DATA / "templates"),
+        **extra,
+    }
+
+
+ECHO = {"name": "echo", "keywords": ["ping"], "handler": "echo"}
+SLOW = {"name": "slow", "keywords": ["wait"], "handler": "slow"}
+BOOM = {"name": "boom", "keywords": ["boom"], "handler": "boom"}
+
+
+async def test_a_handler_past_its_time_is_cancelled_and_the_error_template_answers(
+    start_bot: StartBot,
+) -> None:
+    plugins.gate = asyncio.Event()  # never set: the handler would wait forever
+    bot = await start_bot(
+        config_with(SLOW, ECHO, handlers={"timeout_seconds": 0.2, "error_template": "error.txt.j2"})
+    )
+    stuck = inbound(GROUP_A[0], "please wait", GROUP_A[1:])
+
+    await bot.post_inbound(stuck)
+
+    state, route, error = await processed(bot, stuck["message_uuid"])
+    assert (state, route, error) == ("failed", "slow", "handler timed out after 0.2 s")
+    sorry = await bot.api.wait_for_accepted(3)
+    assert {r.body["text"] for r in sorry} == {"Sorry, that did not work."}
+    await bot.post_inbound(inbound(GROUP_A[0], "ping", GROUP_A[1:]))
+    assert {r.body["text"] for r in (await bot.api.wait_for_accepted(6))[3:]} == {"echo: ping"}
+
+
+async def test_without_an_error_template_a_failing_handler_sends_nothing(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot(config_with(BOOM))
+    failing = inbound(GROUP_A[0], "boom", GROUP_A[1:])
+
+    await bot.post_inbound(failing)
+
+    assert (await processed(bot, failing["message_uuid"]))[0] == "failed"
+    assert bot.api.attempts == []
+
+
+async def test_messages_of_a_group_are_answered_in_the_order_they_arrived(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot(config_with(ECHO))
+
+    for n in range(6):
+        response = await bot.post_inbound(inbound(GROUP_A[n % 3], f"ping {n}", []))
+        assert response.status == 200
+        # One-to-one messages of three members: three groups, each in its own order.
+    for n in range(6):
+        others = [m for m in GROUP_A if m != GROUP_A[0]]
+        await bot.post_inbound(inbound(GROUP_A[0], f"ping group {n}", others))
+
+    accepted = await bot.api.wait_for_accepted(6 + 6 * 3)
+    for member in GROUP_A:
+        received = [r.body["text"] for r in accepted if r.body["to"] == member]
+        alone = [t for t in received if "group" not in t]
+        in_group = [t for t in received if "group" in t]
+        assert alone == [f"echo: ping {n}" for n in range(6) if GROUP_A[n % 3] == member]
+        assert in_group == [f"echo: ping group {n}" for n in range(6)]
+
+
+async def test_a_slow_group_does_not_hold_up_another_group(start_bot: StartBot) -> None:
+    plugins.gate = asyncio.Event()
+    bot = await start_bot(config_with(SLOW, ECHO))
+    await bot.post_inbound(inbound(GROUP_A[0], "wait", GROUP_A[1:]))
+    await bot.post_inbound(inbound(GROUP_A[1], "ping", [GROUP_A[0], GROUP_A[2]]))
+
+    await bot.post_inbound(inbound(GROUP_B[0], "ping", GROUP_B[1:]))
+
+    answered = await bot.api.wait_for_accepted(2)
+    assert {r.body["to"] for r in answered} == set(GROUP_B)  # group A is still waiting
+    plugins.gate.set()
+    later = (await bot.api.wait_for_accepted(2 + 6))[2:]
+    assert [r.body["text"] for r in later if r.body["to"] == GROUP_A[2]] == [
+        "done waiting",
+        "echo: ping",
+    ]
+
+
+async def test_a_message_seen_before_a_restart_is_not_answered_again(
+    start_bot: StartBot,
+) -> None:
+    first = await start_bot(config_with(ECHO))
+    body = inbound(GROUP_A[0], "ping", GROUP_A[1:])
+    await first.post_inbound(body)
+    await first.api.wait_for_accepted(3)
+    await processed(first, body["message_uuid"])
+    await first.client.close()  # the whole app stops; the SQLite file stays
+
+    second = await start_bot(config_with(ECHO))
+    retries = await asyncio.gather(*(second.post_inbound(body) for _ in range(3)))
+
+    assert [(await r.json())["duplicate"] for r in retries] == [True] * 3
+    with sqlite3.connect(second.bot.config.sqlite_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbound").fetchone() == (3,)
+    assert len(second.api.attempts) == 3
