@@ -21,6 +21,7 @@ def config_with(*routes: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "routes": list(routes),
         "plugins": ["tests.plugins"],
         "templates": str(DATA / "templates"),
+        "handlers": {"error_template": None},
         **extra,
     }
 
@@ -58,6 +59,8 @@ async def test_without_an_error_template_a_failing_handler_sends_nothing(
     await bot.post_inbound(failing)
 
     assert (await processed(bot, failing["message_uuid"]))[0] == "failed"
+    with sqlite3.connect(bot.bot.config.sqlite_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbound").fetchone() == (0,)
     assert bot.api.attempts == []
 
 

@@ -23,6 +23,7 @@ def config_with(*routes: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "routes": list(routes),
         "plugins": ["tests.plugins"],
         "templates": str(DATA / "templates"),
+        "handlers": {"error_template": None},
         **extra,
     }
 
