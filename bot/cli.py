@@ -1,4 +1,4 @@
-"""The `groupbot` command: run, check, route, send."""
+"""The `groupbot` command: run, check, route, send, status."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from bot.exceptions import ConfigError, InvalidInput
 from bot.groups import Group
 from bot.log import configure
 from bot.models import normalize_all
+from bot.numbers import display
 from bot.routing import Explanation
 from bot.runtime import running
+from bot.store import OutboxRecord, open_store
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "send":
             return asyncio.run(_send(bot, args))
+        if args.command == "status":
+            return asyncio.run(_status(bot, args.id))
     except ConfigError as exc:
         print(f"groupbot {args.command}: the configuration has problems:", file=sys.stderr)
         for problem in exc.problems:
@@ -93,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for every member's message to be sent (default 60)",
     )
+    status = command("status", "show where each member's message of a conversation stands")
+    status.add_argument("id", help="an inbound message_uuid, or a broadcast id from send")
     return parser
 
 
@@ -183,10 +189,40 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
     async with running(bot, workers=False) as runtime:
         broadcast_id = await runtime.send(reply, group)
         records = await runtime.deliver(broadcast_id, within_seconds=args.wait)
-    failed = 0
     print(f"broadcast {broadcast_id} to group {group.key} ({len(records)} members)")
     for record in records:
-        detail = record.message_uuid if record.state == "sent" else record.error or ""
-        print(f"  +{record.recipient}  {record.state}  {detail or ''}")
-        failed += record.state != "sent"
-    return 1 if failed else 0
+        print("  " + format_record(record))
+    return 0 if all(record.state == "sent" for record in records) else 1
+
+
+async def _status(bot: Bot, message_id: str) -> int:
+    store = await open_store(bot.config.storage.url, root=bot.config.root)
+    try:
+        inbound = await store.inbound(message_id)
+        records = await store.broadcast(message_id)
+    finally:
+        await store.close()
+    if inbound is None and not records:
+        print(f"groupbot status: no inbound message or broadcast {message_id!r}", file=sys.stderr)
+        return 1
+    if inbound is not None:
+        route = f", route {inbound.route}" if inbound.route else ", no route matched"
+        print(f"inbound {message_id} (group {inbound.group_key}): {inbound.state}{route}")
+        if inbound.error:
+            print(f"  error: {inbound.error}")
+    else:
+        print(f"broadcast {message_id}")
+    for record in records:
+        print("  " + format_record(record))
+    return 0
+
+
+def format_record(record: OutboxRecord) -> str:
+    """One member's line: number, queue state, delivery status, and the id or the reason."""
+    status = record.status or "-"
+    detail = record.error if record.state == "failed" else record.message_uuid or ""
+    if record.status_error:
+        detail = f"{detail} ({record.status_error})"
+    attempts = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
+    line = f"{display(record.recipient):<16} {record.state:<8} {status:<14} {attempts:<11}"
+    return f"{line} {detail}".rstrip()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import sys
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 
 from tests.cli_support import environment, free_port, vonage, write_config
-from tests.conftest import BOT_NUMBER, ROOT, inbound, shipped_config
+from tests.conftest import BOT_NUMBER, ROOT, eventually, inbound, shipped_config
 from tests.fakes import FakeMessagesApi
 
 MEMBERS = ["11234567891", "11234567892", "11234567893"]
@@ -140,13 +141,16 @@ async def test_route_says_the_bot_stays_silent_when_nothing_matches(tmp_path: Pa
 # -- send ----------------------------------------------------------------------------------
 
 
+MEMBER_LINE = re.compile(r"^  (\+[\d -]+?)\s{2,}(\w+)\s+(\S+)\s+\d+ attempts?\s*(.*)$")
+
+
 def sent_lines(out: str) -> dict[str, list[str]]:
-    """`  +NUMBER  STATE  DETAIL` lines by number."""
+    """`  +1 123-456-7891  STATE  STATUS  N attempts  DETAIL` lines: [STATE, DETAIL] by digits."""
     lines: dict[str, list[str]] = {}
     for line in out.splitlines():
-        if line.startswith("  +"):
-            number, *rest = line.strip().removeprefix("+").split()
-            lines[number] = rest
+        if found := MEMBER_LINE.match(line):
+            number, state, _, detail = found.groups()
+            lines[re.sub(r"\D", "", number)] = [state, detail]
     return lines
 
 
@@ -364,3 +368,54 @@ async def test_run_on_a_busy_port_says_so_and_exits_1(tmp_path: Path) -> None:
     assert f"groupbot run: cannot listen on 127.0.0.1:{port}" in result.err
     assert "--port N" in result.err
     assert "Traceback" not in result.err
+
+
+async def test_status_shows_each_members_message_and_its_delivery(
+    run_bot: Server, fake_api: FakeMessagesApi, tmp_path: Path
+) -> None:
+    webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await wait_healthy(run_bot, session, within=30)
+        async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
+            assert response.status == 200
+        accepted = await fake_api.wait_for_accepted(3)
+        delivered = next(a for a in accepted if a.body["to"] == MEMBERS[1])
+        status = {
+            "message_uuid": delivered.message_uuid,
+            "to": MEMBERS[1],
+            "from": BOT_NUMBER,
+            "channel": "mms",
+            "timestamp": "2025-02-03T12:14:25Z",
+            "status": "delivered",
+            "client_ref": delivered.body["client_ref"],
+        }
+
+        async def all_sent() -> bool:
+            result = await groupbot(
+                "status", webhook["message_uuid"], "--config", config, cwd=tmp_path
+            )
+            return [line[0] for line in sent_lines(result.out).values()] == ["sent"] * 3
+
+        config = tmp_path / "config.yaml"
+        await eventually(all_sent, within=10)
+        async with session.post(run_bot.url + "/webhooks/status", json=status) as response:
+            assert (await response.json())["known"] is True
+
+    result = await groupbot("status", webhook["message_uuid"], "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"inbound {webhook['message_uuid']} (group g")
+    assert "done, route ticket" in result.out
+    [line] = [line for line in result.out.splitlines() if line.startswith("  +1 123-456-7892")]
+    assert line.split()[2:5] == ["sent", "delivered", "1"]
+    assert delivered.message_uuid is not None
+    assert line.endswith(delivered.message_uuid)
+
+
+async def test_status_of_an_unknown_id_exits_1(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot("status", "no-such-id", "--config", config, cwd=tmp_path)
+
+    assert result.code == 1
+    assert "no inbound message or broadcast 'no-such-id'" in result.err
