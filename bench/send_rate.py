@@ -56,9 +56,10 @@ async def measure(
         store, client, rate=SendRate(per_second, per_number), sender=BOT,
         request_timeout_seconds=10, poll_seconds=0.05,
     )  # fmt: skip
+    done.clear()
+    target[0] = messages
     worker.start()
-    while len(arrivals) < messages:
-        await asyncio.sleep(0.05)
+    await done.wait()
     await worker.stop(5)
     await client.close()
     await store.close()
@@ -71,10 +72,14 @@ def busiest_second(times: list[float]) -> int:
 
 
 arrivals: list[float] = []
+target = [0]  # how many arrivals end the current run
+done = asyncio.Event()
 
 
 async def messages_api(request: web.Request) -> web.Response:
     arrivals.append(time.monotonic())
+    if len(arrivals) >= target[0]:
+        done.set()
     await request.read()
     return web.json_response({"message_uuid": str(uuid.uuid4())}, status=202)
 

@@ -35,6 +35,8 @@ class Scripted:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drop: bool = False  # close the connection without an answer
+    lost_answer: bool = False  # accept the message, then never answer (the client gives up)
 
 
 class FakeMessagesApi:
@@ -91,8 +93,18 @@ class FakeMessagesApi:
         async with self._changed:
             self.arrived += 1
             self._changed.notify_all()
+        if step.lost_answer:
+            await self._record(body, authorization, claims, step)
+            await asyncio.Event().wait()  # held until the client or the server gives up
         if step.delay:
             await asyncio.sleep(step.delay)  # the scripted slowness under test, not a sync
+        if step.drop:
+            assert request.transport is not None
+            request.transport.close()
+            async with self._changed:
+                self.attempts.append(Recorded(body, authorization, claims, 0, None))
+                self._changed.notify_all()
+            return web.Response(status=500)  # never reaches the client: the line is down
         return await self._record(body, authorization, claims, step)
 
     async def _record(

@@ -344,3 +344,48 @@ async def test_idle_time_ignores_messages_queued_behind_a_waiting_retry(
     # So the worker should sleep its poll interval, not 0 s (which makes run() spin, claiming
     # in a write transaction over and over until the retry is due).
     assert await worker.idle_seconds() == pytest.approx(worker.poll_seconds)
+
+
+async def test_a_dropped_connection_is_retried_and_the_member_gets_one_message(
+    api: TimedApi, store: SqliteStore, workers: Workers
+) -> None:
+    api.respond(0, drop=True)
+    broadcast_id = await queue(store)
+    workers.start()
+
+    records = by_recipient(await settled(store, broadcast_id))
+
+    [dropped] = [str(a.body["to"]) for a in api.attempts if a.status == 0]
+    assert records[dropped].state == "sent"
+    assert records[dropped].attempts == 2
+    assert sorted(str(a.body["to"]) for a in api.accepted) == list(MEMBERS)  # once each
+
+
+async def test_an_answer_lost_past_the_timeout_is_retried_within_the_documented_window(
+    api: TimedApi, store: SqliteStore, private_pem: str
+) -> None:
+    api.respond(202, lost_answer=True)  # the API accepts, but the answer never comes back
+    settings = ProviderSettings(
+        kind="vonage",
+        api_url=api.url,
+        application_id=APPLICATION_ID,
+        private_key=private_pem,
+        timeout_seconds=0.3,
+    )
+    impatient = MessagesClient(settings, root=ROOT)
+    worker = make_worker(store, impatient, policy=FAST, poll_seconds=0.05)
+    broadcast_id = await queue(store)
+    worker.start()
+    try:
+        records = by_recipient(await settled(store, broadcast_id))
+    finally:
+        await worker.stop(1)
+        await impatient.close()
+
+    lost = str(api.attempts[0].body["to"])
+    counts = {m: [str(a.body["to"]) for a in api.accepted].count(m) for m in MEMBERS}
+    # The request whose answer was lost had been accepted: that member gets the message twice
+    # (the documented at-least-once window); every other member gets it exactly once.
+    assert counts == {m: 2 if m == lost else 1 for m in MEMBERS}
+    assert records[lost].attempts == 2
+    assert all(r.state == "sent" for r in records.values())
