@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
 import yaml
 
 from tests.conftest import APPLICATION_ID, ROOT, merge, shipped_config
@@ -53,3 +57,27 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def wait_healthy(
+    process: asyncio.subprocess.Process, url: str, log: Path, within: float = 30.0
+) -> None:
+    """Poll `url`/healthz until 200; fail with the process's log if it exits or is too slow."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            if process.returncode is not None:
+                pytest.fail(f"groupbot run exited early:\n{read(log)}")
+            try:
+                async with session.get(url + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"/healthz not 200 within {within} s:\n{read(log)}")
+            await asyncio.sleep(0.05)
+
+
+def read(log: Path) -> str:
+    return log.read_text(errors="replace")

@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cli_support import environment, free_port, vonage, write_config
+from tests.cli_support import environment, free_port, vonage, wait_healthy, write_config
 from tests.conftest import BOT_NUMBER, ROOT, eventually, inbound, shipped_config
 from tests.fakes import FakeMessagesApi
 
@@ -273,28 +272,12 @@ async def run_bot(
         await process.wait()
 
 
-async def wait_healthy(server: Server, session: aiohttp.ClientSession, within: float) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        if server.process.returncode is not None:
-            pytest.fail(f"groupbot run exited early:\n{server.log.read_text()}")
-        try:
-            async with session.get(server.url + "/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"/healthz not 200 within {within} s:\n{server.log.read_text()}")
-        await asyncio.sleep(0.05)
-
-
 async def test_run_answers_a_webhook_and_stops_on_sigterm(
     run_bot: Server, fake_api: FakeMessagesApi
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        await wait_healthy(run_bot, session, within=30)
+        await wait_healthy(run_bot.process, run_bot.url, run_bot.log)
         webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
         async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
             assert response.status == 200
@@ -335,7 +318,7 @@ async def test_run_logs_json_with_context_and_masked_numbers(
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        await wait_healthy(run_bot, session, within=30)
+        await wait_healthy(run_bot.process, run_bot.url, run_bot.log)
         webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
         async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
             assert response.status == 200
@@ -375,7 +358,7 @@ async def test_status_shows_each_members_message_and_its_delivery(
 ) -> None:
     webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        await wait_healthy(run_bot, session, within=30)
+        await wait_healthy(run_bot.process, run_bot.url, run_bot.log)
         async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
             assert response.status == 200
         accepted = await fake_api.wait_for_accepted(3)

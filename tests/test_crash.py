@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.cli_support import environment, free_port, vonage, write_config
+from tests.cli_support import environment, free_port, vonage, wait_healthy, write_config
 from tests.conftest import inbound, merge
 from tests.fakes import FakeMessagesApi
 
@@ -62,7 +62,7 @@ async def run(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             )  # fmt: skip
         started.append(process)
         bot = Bot(process, f"http://127.0.0.1:{port}", log)
-        await healthy(bot)
+        await wait_healthy(process, bot.url, log)
         yield bot
 
     yield start
@@ -70,23 +70,6 @@ async def run(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         if process.returncode is None:
             process.kill()
             await process.wait()
-
-
-async def healthy(bot: Bot, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while True:
-            if bot.process.returncode is not None:
-                pytest.fail(f"groupbot run exited early:\n{bot.log.read_text()}")
-            try:
-                async with session.get(bot.url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"/healthz not 200 within {within} s:\n{bot.log.read_text()}")
-            await asyncio.sleep(0.05)
 
 
 def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
