@@ -15,8 +15,6 @@ from bot.simulator import web as simulator_web
 
 log = structlog.get_logger("groupbot.app")
 
-MAX_BODY_BYTES = 256 * 1024
-
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
@@ -36,7 +34,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(bot: Bot) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=bot.config.server.max_body_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with running(bot) as runtime:

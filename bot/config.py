@@ -68,6 +68,10 @@ class ProviderSettings(_Section):
     api_key: str = ""
     api_secret: SecretStr = SecretStr("")
     signature_secret: SecretStr = SecretStr("")
+    # Signed webhooks: on unless switched off here explicitly (say, behind a gateway that
+    # checks them already). With the simulator and no secret, one is made up per process.
+    verify_signatures: bool = True
+    signature_max_age_seconds: Annotated[float, Field(gt=0)] = 300
     # Sends per second for the account, and for each sending number (10DLC carriers cap MMS
     # per number); null turns a limit off.
     rate_limit_per_second: Annotated[float, Field(gt=0)] | None = 30
@@ -84,6 +88,13 @@ class ProviderSettings(_Section):
                 "provider.kind vonage needs application_id and private_key (JWT auth) "
                 "or api_key and api_secret (Basic auth)"
             )
+        secret = self.signature_secret.get_secret_value()
+        if self.kind == "vonage" and self.verify_signatures and not secret:
+            raise ValueError(
+                "signature_secret is required to verify Vonage's signed webhooks "
+                "(from the dashboard's settings); set verify_signatures: false only "
+                "if something in front of the bot verifies them"
+            )
         return self
 
 
@@ -91,6 +102,7 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     api_token: SecretStr = SecretStr("")
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024
 
 
 class StorageSettings(_Section):

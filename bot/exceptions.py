@@ -7,6 +7,10 @@
     ├── TemplateError            a template is missing or fails while rendering
     ├── HandlerError             a handler returned something groupbot cannot send
     ├── LeaseLost                work was claimed again by another worker: drop this outcome
+    ├── WebhookRefused           a webhook's signature cannot be trusted
+    │   ├── Unsigned             no token at all (Vonage advises a 5xx: it retries)
+    │   └── BadSignature         a wrong, stale or mismatched token (401)
+    │       └── Replayed         a token whose jti was accepted before (401)
     └── ApiError                 the Messages API refused or failed a request
         ├── PermanentApiError    4xx problem documents: retrying cannot help
         └── TransientApiError    429, 5xx, timeouts, connection errors: retry later
@@ -53,6 +57,22 @@ class HandlerError(GroupbotError):
 
 class LeaseLost(GroupbotError):
     """A claim ran out and the item was claimed again; the stale outcome was not written."""
+
+
+class WebhookRefused(GroupbotError):
+    """A webhook whose signature cannot be trusted; nothing of it is stored."""
+
+
+class Unsigned(WebhookRefused):
+    """No `Authorization: Bearer` token at all."""
+
+
+class BadSignature(WebhookRefused):
+    """A token that does not verify, does not match the body, or is too old."""
+
+
+class Replayed(BadSignature):
+    """A token whose `jti` was accepted before."""
 
 
 class ApiError(GroupbotError):

@@ -35,7 +35,9 @@ class Stored:
     duplicate: bool
 
 
-async def accept(store: Store, body: bytes, *, bot_number: str, max_group_size: int) -> Stored:
+async def accept(
+    store: Store, body: bytes, *, bot_number: str, max_group_size: int, token: str | None = None
+) -> Stored:
     """Validate and durably store one inbound webhook; raise InvalidInput naming the field."""
     message = parse_inbound(body)
     if message.to != bot_number:
@@ -48,7 +50,7 @@ async def accept(store: Store, body: bytes, *, bot_number: str, max_group_size: 
         )
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
-    new = await store.accept_inbound(uuid, group.key, group.members, body, time.time())
+    new = await store.accept_inbound(uuid, group.key, group.members, body, time.time(), token=token)
     log.info("inbound_stored" if new else "inbound_duplicate", members=len(group.members))
     return Stored(message, group, duplicate=not new)
 

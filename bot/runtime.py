@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from bot.inbox import InboxWorker
 from bot.outbox import OutboxWorker
 from bot.ratelimit import SendRate
 from bot.retry import RetryPolicy
+from bot.security import WebhookVerifier
 from bot.simulator import SimulatorProvider
 from bot.store import OutboxRecord, Store, entries, open_store
 
@@ -39,6 +41,7 @@ class Runtime:
     provider: Provider
     inbox: InboxWorker
     outbox: OutboxWorker
+    verifier: WebhookVerifier | None  # None: signatures are not checked (switched off)
 
     @property
     def alive(self) -> bool:
@@ -83,6 +86,16 @@ class Runtime:
             await asyncio.sleep(poll_seconds)
 
 
+def make_verifier(bot: Bot) -> WebhookVerifier | None:
+    settings = bot.config.provider
+    if not settings.verify_signatures:
+        log.warning("webhook_signatures_off")
+        return None
+    # The simulator signs its own webhooks; without a configured secret it makes one up.
+    secret = settings.signature_secret.get_secret_value() or secrets.token_hex(32)
+    return WebhookVerifier(secret, max_age_seconds=settings.signature_max_age_seconds)
+
+
 def make_provider(bot: Bot) -> Provider:
     settings = bot.config.provider
     if settings.kind == "simulator":
@@ -122,7 +135,7 @@ async def running(bot: Bot, *, workers: bool = True) -> AsyncIterator[Runtime]:
         log.warning("claims_released", count=freed)  # left by a process that was killed
     outbox = outbox_worker(bot, store, provider)
     inbox = InboxWorker(store, bot.dispatcher, on_queued=outbox.wake)
-    runtime = Runtime(bot, store, provider, inbox, outbox)
+    runtime = Runtime(bot, store, provider, inbox, outbox, make_verifier(bot))
     if workers:
         inbox.start()
         outbox.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import time
@@ -13,7 +14,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import APPLICATION_ID, ROOT, merge, shipped_config
+from tests.conftest import APPLICATION_ID, ROOT, SIGNATURE_SECRET, merge, shipped_config, signed
 from tests.fakes import FakeMessagesApi
 
 
@@ -48,8 +49,17 @@ def vonage(api: FakeMessagesApi, private_pem: str) -> dict[str, Any]:
             "api_url": api.url,
             "application_id": APPLICATION_ID,
             "private_key": private_pem,
+            "signature_secret": SIGNATURE_SECRET,
         }
     }
+
+
+def post_signed(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any]
+) -> aiohttp.client._RequestContextManager:
+    """POST a webhook signed as Vonage signs it."""
+    data = json.dumps(body).encode()
+    return session.post(url, data=data, headers=signed(data))
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import time
 import uuid
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import yaml
 from aiohttp import ClientResponse
@@ -34,6 +36,22 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 BOT_NUMBER = "11234567890"
 APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
+SIGNATURE_SECRET = "test-signature-secret-0123456789abcdef"
+
+
+def signed(body: bytes, *, secret: str = SIGNATURE_SECRET, **claims: Any) -> dict[str, str]:
+    """Headers of a webhook signed as Vonage signs one (HS256, payload_hash of the bytes)."""
+    payload = {
+        "iat": int(time.time()),
+        "jti": str(uuid.uuid4()),
+        "iss": "Vonage",
+        "payload_hash": hashlib.sha256(body).hexdigest(),
+        "api_key": "a1b2c3d",
+        "application_id": APPLICATION_ID,
+        **claims,
+    }
+    token = jwt.encode(payload, secret, algorithm="HS256")
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +110,7 @@ def make_config(
                     "api_url": fake_api.url,
                     "application_id": APPLICATION_ID,
                     "private_key": private_pem,
+                    "signature_secret": SIGNATURE_SECRET,
                 },
                 "storage": {"url": f"sqlite:///{tmp_path / 'groupbot.db'}"},
                 "server": {"api_token": "test-token"},
@@ -116,10 +135,15 @@ class Harness:
         return runtime
 
     async def post_inbound(self, body: dict[str, Any] | bytes) -> ClientResponse:
+        """Post a webhook signed as Vonage signs it."""
+        return await self.post_signed("/webhooks/inbound", body)
+
+    async def post_status(self, body: dict[str, Any] | bytes) -> ClientResponse:
+        return await self.post_signed("/webhooks/status", body)
+
+    async def post_signed(self, path: str, body: dict[str, Any] | bytes) -> ClientResponse:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return await self.client.post(
-            "/webhooks/inbound", data=data, headers={"Content-Type": "application/json"}
-        )
+        return await self.client.post(path, data=data, headers=signed(data))
 
 
 @pytest.fixture

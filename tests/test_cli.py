@@ -19,7 +19,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.cli_support import environment, free_port, vonage, wait_healthy, write_config
+from tests.cli_support import (
+    environment,
+    free_port,
+    post_signed,
+    vonage,
+    wait_healthy,
+    write_config,
+)
 from tests.conftest import BOT_NUMBER, ROOT, eventually, inbound, shipped_config
 from tests.fakes import FakeMessagesApi
 
@@ -279,7 +286,7 @@ async def test_run_answers_a_webhook_and_stops_on_sigterm(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await wait_healthy(run_bot.process, run_bot.url, run_bot.log)
         webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
-        async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
+        async with post_signed(session, run_bot.url + "/webhooks/inbound", webhook) as response:
             assert response.status == 200
             answer = await response.json()
         assert answer == {"message_uuid": webhook["message_uuid"], "duplicate": False}
@@ -320,7 +327,7 @@ async def test_run_logs_json_with_context_and_masked_numbers(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await wait_healthy(run_bot.process, run_bot.url, run_bot.log)
         webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
-        async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
+        async with post_signed(session, run_bot.url + "/webhooks/inbound", webhook) as response:
             assert response.status == 200
         await fake_api.wait_for_accepted(3)
     run_bot.process.send_signal(signal.SIGTERM)
@@ -359,7 +366,7 @@ async def test_status_shows_each_members_message_and_its_delivery(
     webhook = inbound(MEMBERS[0], "ticket 42", MEMBERS[1:])
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         await wait_healthy(run_bot.process, run_bot.url, run_bot.log)
-        async with session.post(run_bot.url + "/webhooks/inbound", json=webhook) as response:
+        async with post_signed(session, run_bot.url + "/webhooks/inbound", webhook) as response:
             assert response.status == 200
         accepted = await fake_api.wait_for_accepted(3)
         delivered = next(a for a in accepted if a.body["to"] == MEMBERS[1])
@@ -381,7 +388,7 @@ async def test_status_shows_each_members_message_and_its_delivery(
 
         config = tmp_path / "config.yaml"
         await eventually(all_sent, within=10)
-        async with session.post(run_bot.url + "/webhooks/status", json=status) as response:
+        async with post_signed(session, run_bot.url + "/webhooks/status", status) as response:
             assert (await response.json())["known"] is True
 
     result = await groupbot("status", webhook["message_uuid"], "--config", config, cwd=tmp_path)

@@ -66,6 +66,7 @@ def test_environment_wins_over_the_default(monkeypatch: pytest.MonkeyPatch) -> N
                 "kind": "${GB_TEST_KIND:-simulator}",
                 "api_key": "${GB_TEST_KEY}",
                 "api_secret": "${GB_TEST_SECRET}",
+                "signature_secret": "${GB_TEST_SECRET}",
             }
         )
     )
@@ -347,8 +348,19 @@ def test_vonage_provider_with_only_half_the_jwt_credentials_is_refused() -> None
 def test_vonage_provider_with_either_kind_of_credentials_is_accepted(
     credentials: dict[str, str],
 ) -> None:
-    config = parse(with_(provider={"kind": "vonage", **credentials}))
+    config = parse(with_(provider={"kind": "vonage", "signature_secret": "s", **credentials}))
     assert config.provider.kind == "vonage"
+
+
+def test_vonage_provider_without_a_signature_secret_is_refused_unless_switched_off() -> None:
+    jwt = {"kind": "vonage", "application_id": "app", "private_key": "pem"}
+    problems = problems_of(with_(provider=jwt))
+    assert problems == [
+        f"{SOURCE}: provider: signature_secret is required to verify Vonage's signed webhooks "
+        "(from the dashboard's settings); set verify_signatures: false only if something in "
+        "front of the bot verifies them"
+    ]
+    assert parse(with_(provider={**jwt, "verify_signatures": False})).provider.kind == "vonage"
 
 
 def test_simulator_provider_needs_no_credentials() -> None:

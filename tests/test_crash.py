@@ -16,7 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.cli_support import environment, free_port, vonage, wait_healthy, write_config
+from tests.cli_support import (
+    environment,
+    free_port,
+    post_signed,
+    vonage,
+    wait_healthy,
+    write_config,
+)
 from tests.conftest import inbound, merge
 from tests.fakes import FakeMessagesApi
 
@@ -34,7 +41,7 @@ class Bot:
         timeout = aiohttp.ClientTimeout(total=5)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(self.url + "/webhooks/inbound", json=body) as response,
+            post_signed(session, self.url + "/webhooks/inbound", body) as response,
         ):
             return response.status
 

@@ -134,7 +134,7 @@ async def test_status_callback_is_recorded_against_the_member_message(start_bot:
     await eventually(recorded)
     status = json.loads((DATA / "vonage" / "message-status-mms.submitted.example.json").read_text())
     status.update(message_uuid=target.message_uuid, to=target.body["to"], **{"from": BOT_NUMBER})
-    response = await bot.client.post("/webhooks/status", json=status)
+    response = await bot.post_status(status)
 
     assert response.status == 200
     assert await response.json() == {"message_uuid": target.message_uuid, "known": True}
@@ -150,7 +150,7 @@ async def test_status_for_an_unknown_message_is_kept_and_acknowledged(start_bot:
     bot = await start_bot()
     status = (DATA / "vonage" / "message-status-mms.rejected.example.json").read_bytes()
 
-    response = await bot.client.post("/webhooks/status", data=status)
+    response = await bot.post_status(status)
 
     assert response.status == 200
     assert (await response.json())["known"] is False
@@ -162,7 +162,7 @@ async def test_bad_status_body_is_400_naming_the_field(start_bot: StartBot) -> N
     status = json.loads((DATA / "vonage" / "message-status-mms.submitted.example.json").read_text())
     status["status"] = "lost"
 
-    response = await bot.client.post("/webhooks/status", json=status)
+    response = await bot.post_status(status)
 
     assert response.status == 400
     assert (await response.json())["field"] == "status"

@@ -15,10 +15,10 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.exceptions import InvalidInput
+from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
-from bot.inbox import accept
 from bot.models import Number, invalid_input
+from bot.webhooks import receive_inbound
 
 STATIC = Path(__file__).parent / "static"
 
@@ -89,28 +89,22 @@ async def conversation(request: web.Request) -> web.Response:
 
 
 async def post_message(request: web.Request) -> web.Response:
+    """A member writes to the group: the webhook Vonage would send, signed as Vonage signs
+    it, goes through the same path as a real one."""
     runtime = request.app[RUNTIME]
     structlog.contextvars.clear_contextvars()
+    number = runtime.bot.config.bot.number
     try:
         said = MemberMessage.model_validate_json(await request.read())
-        body = inbound_body(
-            bot_number=runtime.bot.config.bot.number,
-            sender=said.sender,
-            members=said.members,
-            text=said.text,
-        )
-        stored = await accept(
-            runtime.store,
-            body,
-            bot_number=runtime.bot.config.bot.number,
-            max_group_size=runtime.bot.config.bot.max_group_size,
-        )
     except ValidationError as exc:
         return invalid(invalid_input(exc))
-    except InvalidInput as exc:
-        return invalid(exc)
-    runtime.inbox.wake()
-    return web.json_response({"group": stored.group.key}, status=201)
+    body = inbound_body(bot_number=number, sender=said.sender, members=said.members, text=said.text)
+    signature = runtime.verifier.sign(body) if runtime.verifier else None
+    answer = await receive_inbound(runtime, body, signature)
+    if answer.status != 200:
+        return answer
+    group = Group.of([said.sender, *said.members], bot_number=number)
+    return web.json_response({"group": group.key}, status=201)
 
 
 def add_routes(app: web.Application) -> None:

@@ -137,9 +137,19 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def accept_inbound(
-        self, message_uuid: str, group_key: str, members: Sequence[str], body: bytes, now: float
+        self,
+        message_uuid: str,
+        group_key: str,
+        members: Sequence[str],
+        body: bytes,
+        now: float,
+        *,
+        token: str | None = None,
     ) -> bool:
-        """Store a webhook durably; False when this message_uuid was stored before."""
+        """Store a webhook durably; False when this message_uuid was stored before.
+
+        `token` is the signed webhook's jti: Replayed (nothing stored) if it was seen before.
+        """
         ...
 
     async def claim_inbound(
@@ -193,7 +203,9 @@ class Store(Protocol):
 
     async def record_failed(self, item: OutboxItem, error: str, now: float) -> None: ...
 
-    async def record_status(self, status: MessageStatus, body: bytes, now: float) -> bool:
+    async def record_status(
+        self, status: MessageStatus, body: bytes, now: float, *, token: str | None = None
+    ) -> bool:
         """Attach a delivery status to its outbound message; False when none matches."""
         ...
 

@@ -68,5 +68,10 @@ MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL
     );
     CREATE INDEX statuses_message ON statuses (message_uuid);
+    CREATE TABLE webhook_tokens (
+        jti TEXT PRIMARY KEY,
+        seen_at REAL NOT NULL
+    );
+    CREATE INDEX webhook_tokens_seen ON webhook_tokens (seen_at);
     """,
 )

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.exceptions import Replayed
 from bot.models import InboundMessage, MessageStatus, OutboundMessage
 from bot.store import (
     InboundRecord,
@@ -33,6 +34,10 @@ from bot.store import (
 )
 from bot.store.schema import MIGRATIONS
 
+# Webhook tokens are kept well past any freshness window, then forgotten, a batch at a time.
+TOKEN_KEEP_SECONDS = 24 * 3600.0
+TOKEN_PRUNE_EVERY = 500
+
 # Later statuses never give way to earlier ones arriving late (Vonage does not order them).
 _STATUS_RANK = "CASE WHEN {0} IS NULL THEN 0 WHEN {0} = 'submitted' THEN 1 ELSE 2 END"
 
@@ -42,6 +47,7 @@ class SqliteStore:
         self._db = db
         self.path = path
         self._lock = asyncio.Lock()
+        self._tokens_seen = 0
         # Who holds a claim: a process on this host. See release_orphans.
         self.owner = f"{socket.gethostname()}/{os.getpid()}"
 
@@ -120,6 +126,28 @@ class SqliteStore:
                     freed += cursor.rowcount
         return freed
 
+    async def _remember_token(
+        self, db: aiosqlite.Connection, token: str | None, now: float
+    ) -> None:
+        """Record a webhook token's jti in the caller's transaction; Replayed if seen before.
+
+        Recorded with what it admits, so a webhook that fails to store (and is retried by
+        Vonage) leaves no trace that would refuse the retry.
+        """
+        if token is None:
+            return
+        self._tokens_seen += 1
+        if self._tokens_seen % TOKEN_PRUNE_EVERY == 0:
+            await db.execute(
+                "DELETE FROM webhook_tokens WHERE seen_at < ?", (now - TOKEN_KEEP_SECONDS,)
+            )
+        cursor = await db.execute(
+            "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (token, now),
+        )
+        if cursor.rowcount != 1:
+            raise Replayed(f"token {token} was used before")
+
     async def ping(self) -> None:
         async with self._reading() as db, db.execute("SELECT 1") as cursor:
             await cursor.fetchone()
@@ -131,9 +159,17 @@ class SqliteStore:
     # -- inbox ---------------------------------------------------------------------------
 
     async def accept_inbound(
-        self, message_uuid: str, group_key: str, members: Sequence[str], body: bytes, now: float
+        self,
+        message_uuid: str,
+        group_key: str,
+        members: Sequence[str],
+        body: bytes,
+        now: float,
+        *,
+        token: str | None = None,
     ) -> bool:
         async with self._transaction() as db:
+            await self._remember_token(db, token, now)
             await _touch_group(db, group_key, members, now)
             cursor = await db.execute(
                 "INSERT OR IGNORE INTO inbound (message_uuid, group_key, body, received_at) "
@@ -318,12 +354,15 @@ class SqliteStore:
             if cursor.rowcount != 1:
                 raise LeaseLost(f"outbound {item.id} was claimed again")
 
-    async def record_status(self, status: MessageStatus, body: bytes, now: float) -> bool:
+    async def record_status(
+        self, status: MessageStatus, body: bytes, now: float, *, token: str | None = None
+    ) -> bool:
         uuid = str(status.message_uuid)
         usage = status.usage
         error = status.error
         reason = " ".join(filter(None, (error.title, error.detail))) if error else None
         async with self._transaction() as db:
+            await self._remember_token(db, token, now)
             await db.execute(
                 "INSERT INTO statuses (message_uuid, status, body, received_at) "
                 "VALUES (?, ?, ?, ?)",
