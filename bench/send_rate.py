@@ -46,7 +46,10 @@ async def measure(
     store = await SqliteStore.open(folder / f"{uuid.uuid4()}.db")
     settings = ProviderSettings(
         verify_signatures=False,  # the client alone: no webhooks here
-        kind="vonage", api_url=api_url, application_id="bench", private_key=SecretStr(pem)
+        kind="vonage",
+        api_url=api_url,
+        application_id="bench",
+        private_key=SecretStr(pem),
     )
     client = MessagesClient(settings, root=folder)
     for n in range(messages // GROUP_SIZE):

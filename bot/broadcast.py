@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bot.context import Reply
 from bot.groups import Group
-from bot.models import Mms, OutboundMedia, OutboundMessage
+from bot.models import OutboundMedia, OutboundMessage, OutboundMms
 
 
 def plan(
@@ -29,7 +29,7 @@ def plan(
 def _message(reply: Reply, *, to: str, participants: list[str], bot_number: str) -> OutboundMessage:
     fields: dict[str, object] = {"to": to, "from": bot_number, "channel": "mms"}
     if participants:
-        fields["mms"] = Mms(participants=participants)
+        fields["mms"] = OutboundMms(participants=participants)
     if reply.media is not None:
         fields["message_type"] = reply.media.kind
         fields[reply.media.kind] = OutboundMedia(url=reply.media.url, caption=reply.media.caption)

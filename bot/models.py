@@ -7,6 +7,7 @@ in the error when it is not a phone number.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -56,16 +57,33 @@ def _number(value: object) -> str:
         raise ValueError(exc.message) from None
 
 
+_DIGITS = re.compile(r"[0-9]{7,15}")
+
+
+def _e164_digits(value: object) -> str:
+    # What the API writes is exactly E.164 digits; anything else did not come from it.
+    if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+        raise ValueError(f"expected E.164 digits without '+' (7 to 15 digits), got {value!r}")
+    return _number(value)
+
+
 class _Wire(BaseModel):
     # Vonage adds fields over time; unknown ones are kept in the stored raw body, not refused.
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
 
+# A number as people write it (`+1 (123) 456-7891`), for commands and the admin API.
 Number = Annotated[str, BeforeValidator(_number)]
+# A number as the API writes it (`11234567891`), for webhooks: nothing else is accepted.
+E164 = Annotated[str, BeforeValidator(_e164_digits)]
 
 
 class Mms(_Wire):
-    participants: list[Number] = []
+    participants: list[E164] = []
+
+
+class OutboundMms(_Wire):
+    participants: list[str]  # the group's own numbers, normalised when the group was made
 
 
 class InboundMedia(_Wire):
@@ -90,8 +108,8 @@ class InboundMessage(_Wire):
 
     channel: Literal["mms"]
     message_uuid: UUID
-    to: Number
-    from_: Number = Field(alias="from")
+    to: E164
+    from_: E164 = Field(alias="from")
     timestamp: datetime
     message_type: MessageType
     text: str | None = None
@@ -179,7 +197,7 @@ class OutboundMessage(_Wire):
     video: OutboundMedia | None = None
     file: OutboundMedia | None = None
     vcard: OutboundMedia | None = None
-    mms: Mms | None = None
+    mms: OutboundMms | None = None
     client_ref: str | None = None
 
     def to_api(self) -> dict[str, Any]:

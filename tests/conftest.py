@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 BOT_NUMBER = "11234567890"
 APPLICATION_ID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
-SIGNATURE_SECRET = "test-signature-secret-0123456789abcdef"
+SIGNATURE_SECRET = "test-signature-secret-" + "0123456789abcdef" * 3  # 70 bytes
 
 
 def signed(body: bytes, *, secret: str = SIGNATURE_SECRET, **claims: Any) -> dict[str, str]:

@@ -13,9 +13,9 @@ from bot.models import (
     MEDIA_KINDS,
     InboundMessage,
     MediaKind,
-    Mms,
     OutboundMedia,
     OutboundMessage,
+    OutboundMms,
     field_path,
     normalize_all,
     parse_inbound,
@@ -69,13 +69,31 @@ def test_documented_group_example_parses() -> None:
     assert message.origin.network_code == "12345"
 
 
-def test_numbers_are_normalised_on_the_way_in() -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("from", "+44 7700 900001"),
+        ("from", "+447700900001"),
+        ("to", "447700 900000"),
+        ("from", "12"),
+        ("from", "1" * 16),
+    ],
+)
+def test_webhook_numbers_must_be_e164_digits_as_the_api_writes_them(field: str, value: str) -> None:
     body = example()
-    body["from"] = "+44 7700 900001"
-    body["mms"] = {"participants": ["0044 7700 900002"]}
-    message = parse_inbound(encode(body))
-    assert message.sender == "447700900001"
-    assert message.participants == ["447700900002"]
+    body[field] = value
+    with pytest.raises(InvalidInput) as raised:
+        parse_inbound(encode(body))
+    assert raised.value.field == field
+    assert "expected E.164 digits without '+'" in raised.value.message
+
+
+def test_a_formatted_participant_is_refused_naming_its_index() -> None:
+    body = example()
+    body["mms"] = {"participants": ["447700900002", "0044 7700 900002"]}
+    with pytest.raises(InvalidInput) as raised:
+        parse_inbound(encode(body))
+    assert raised.value.field == "mms.participants[1]"
 
 
 def test_message_without_mms_has_no_participants() -> None:
@@ -374,7 +392,7 @@ def test_outbound_participants_are_empty_without_mms() -> None:
         from_="11234567890",
         message_type="text",
         text="hi",
-        mms=Mms(participants=["11234567892"]),
+        mms=OutboundMms(participants=["11234567892"]),
     )
     assert one.participants == []
     assert many.participants == ["11234567892"]

@@ -73,7 +73,10 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 async def client(api: TimedApi, private_pem: str) -> AsyncIterator[MessagesClient]:
     settings = ProviderSettings(
         verify_signatures=False,  # the client alone: no webhooks here
-        kind="vonage", api_url=api.url, application_id=APPLICATION_ID, private_key=private_pem
+        kind="vonage",
+        api_url=api.url,
+        application_id=APPLICATION_ID,
+        private_key=private_pem,
     )
     made = MessagesClient(settings, root=ROOT)
     yield made
