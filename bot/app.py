@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from bot import admin, webhooks
+from bot import admin, openapi, webhooks
 from bot.core import Bot
 from bot.http import RUNTIME, problem
 from bot.runtime import running
@@ -34,6 +34,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(bot: Bot) -> web.Application:
+    description = openapi.document(simulator=bot.config.provider.kind == "simulator")
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(description)
+
     app = web.Application(client_max_size=bot.config.server.max_body_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -54,6 +59,7 @@ def create_app(bot: Bot) -> web.Application:
     app.router.add_post("/api/messages", admin.send_message)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi_json)
     if bot.config.provider.kind == "simulator":
         simulator_web.add_routes(app)
     return app

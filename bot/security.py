@@ -53,10 +53,11 @@ class WebhookVerifier:
             )
         except jwt.PyJWTError as exc:
             raise BadSignature(f"token does not verify: {exc}") from None
-        expected = hashlib.sha256(body).hexdigest()
-        if not hmac.compare_digest(str(claims["payload_hash"]), expected):
+        expected = hashlib.sha256(body).hexdigest().encode()
+        # As bytes: compare_digest refuses str with non-ASCII characters, which a token can hold.
+        if not hmac.compare_digest(str(claims["payload_hash"]).encode(), expected):
             raise BadSignature("payload_hash does not match the body")
-        iat = float(claims["iat"])
+        iat = float(claims["iat"])  # PyJWT checked it is a number
         age = (time.time() if now is None else now) - iat
         if age > self.max_age_seconds:
             raise BadSignature(f"token issued {age:.0f} s ago, over {self.max_age_seconds:g} s")

@@ -27,7 +27,14 @@ from tests.cli_support import (
     wait_healthy,
     write_config,
 )
-from tests.conftest import BOT_NUMBER, ROOT, eventually, inbound, shipped_config
+from tests.conftest import (
+    BOT_NUMBER,
+    ROOT,
+    SIGNATURE_SECRET,
+    eventually,
+    inbound,
+    shipped_config,
+)
 from tests.fakes import FakeMessagesApi
 
 MEMBERS = ["11234567891", "11234567892", "11234567893"]
@@ -343,6 +350,9 @@ async def test_run_logs_json_with_context_and_masked_numbers(
     for number in [*MEMBERS, BOT_NUMBER]:
         assert number not in text  # masked everywhere, kept to the last four digits
     assert "Ticket #42" not in text  # message bodies stay out of info logs
+    assert "ticket 42" not in text
+    for secret in (SIGNATURE_SECRET, "PRIVATE KEY", "Bearer", "eyJ"):  # no secrets, no tokens
+        assert secret not in text
 
 
 async def test_run_on_a_busy_port_says_so_and_exits_1(tmp_path: Path) -> None:

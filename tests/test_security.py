@@ -213,3 +213,14 @@ def test_the_verifier_tells_missing_from_wrong() -> None:
     with pytest.raises(BadSignature):
         verifier.verify(b"{}", "Bearer not.a.jwt")
     assert verifier.verify(b"{}", verifier.sign(b"{}")).jti
+
+
+def test_a_payload_hash_with_non_ascii_characters_is_refused_not_a_crash() -> None:
+    verifier = WebhookVerifier(SIGNATURE_SECRET)
+    token = jwt.encode(
+        {"iat": int(time.time()), "jti": "j", "payload_hash": "é"},
+        SIGNATURE_SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(BadSignature, match="payload_hash does not match"):
+        verifier.verify(b"{}", f"Bearer {token}")
