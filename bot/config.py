@@ -137,6 +137,7 @@ class RouteSettings(_Section):
     keywords: list[Annotated[str, Field(min_length=1)]] | None = None
     pattern: str | None = None
     intent: str | None = None
+    threshold: Annotated[float, Field(ge=0, le=1)] | None = None  # for an intent route
     handler: str | None = None
     template: str | None = None
 
@@ -152,6 +153,8 @@ class RouteSettings(_Section):
             raise ValueError("keywords: expected at least one keyword")
         if self.handler is None and self.template is None:
             raise ValueError("expected a handler, a template, or both")
+        if self.threshold is not None and self.intent is None:
+            raise ValueError("threshold: only an intent route has a threshold")
         return self
 
 
@@ -177,6 +180,8 @@ class Config(_Section):
     templates: str = "templates"
     routes: list[RouteSettings] = []
     intents: dict[str, IntentSettings] = {}
+    # An intent route answers when the classifier is at least this confident (0-1).
+    intent_threshold: Annotated[float, Field(ge=0, le=1)] = 0.4
     fallback: FallbackSettings | None = None
     # Set by load_config: the folder relative paths are resolved against.
     root: Path = Path()

@@ -91,6 +91,8 @@ class Context:
     state: dict[str, Any]
     bot_number: str
     templates: Templates = field(repr=False)
+    routes: frozenset[str] = field(default=frozenset(), repr=False)
+    expecting: tuple[str, float] | None = field(default=None, repr=False)
 
     @property
     def text(self) -> str:
@@ -122,6 +124,17 @@ class Context:
             "state": self.state,
             **extra,
         }
+
+    def expect(self, route: str, within_seconds: float = 300) -> None:
+        """Send the group's next message to `route` (if it comes within `within_seconds`),
+        unless a keyword or pattern route matches it first: "Which day suits you?" and the
+        answer "friday" goes back to the booking handler."""
+        if route not in self.routes:
+            known = ", ".join(sorted(self.routes)) or "none"
+            raise HandlerError(f"ctx.expect: no route named {route!r} (routes: {known})")
+        if within_seconds <= 0:
+            raise HandlerError("ctx.expect: within_seconds must be more than 0")
+        self.expecting = (route, within_seconds)
 
     def render(self, template: str, **extra: Any) -> str:
         """Render a template with this message's variables plus `extra`."""

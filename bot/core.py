@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bot.config import Config, RouteSettings
 from bot.dispatch import Dispatcher
 from bot.exceptions import ConfigError
+from bot.intents import load_or_train
 from bot.plugins import Handler, Registry, load_plugins
 from bot.routing import Route, Router, words
 from bot.templates import Templates
@@ -36,6 +37,8 @@ def build_bot(config: Config) -> Bot:
     if not config.templates_dir.is_dir():
         problems.append(f"{source}: templates: folder {config.templates_dir} does not exist")
 
+    intents = intent_examples(config, registry)
+    intent_routes: dict[str, str] = {}
     routes: list[Route] = []
     handlers: dict[int, Handler] = {}  # by route index: a route may be named "fallback"
     names: dict[str, int] = {}
@@ -59,10 +62,16 @@ def build_bot(config: Config) -> Bot:
             else:
                 keywords[phrase] = (settings.name, keyword)
         pattern = _compile(settings, where, problems)
+        if settings.intent is not None and settings.intent in intent_routes:
+            owner = intent_routes[settings.intent]
+            said(f"{where}: intent {settings.intent!r} is already used by route {owner!r}")
         if settings.intent is not None:
-            if settings.intent not in config.intents:
-                said(f"{where}: intent {settings.intent!r} is not defined under intents")
-            said(f"{where}: intent routes need an intent classifier, not available in this version")
+            intent_routes.setdefault(settings.intent, settings.name)
+        if settings.intent is not None and settings.intent not in intents:
+            said(
+                f"{where}: intent {settings.intent!r} has no examples "
+                "(under intents: in the config, or @handler(..., examples=[...]))"
+            )
         _check_answer(settings.handler, settings.template, where, registry, templates, problems)
         function = registry.resolve(settings.handler) if settings.handler else None
         if function is not None:
@@ -76,6 +85,7 @@ def build_bot(config: Config) -> Bot:
                 keywords=tuple(settings.keywords or ()),
                 pattern=pattern,
                 intent=settings.intent,
+                threshold=settings.threshold,
             )
         )
 
@@ -96,7 +106,13 @@ def build_bot(config: Config) -> Bot:
 
     if problems:
         raise ConfigError(problems)
-    router = Router(routes, fallback=fallback)
+    classifier = None
+    if any(route.intent for route in routes):
+        cache = config.sqlite_path.parent / "cache"
+        classifier = load_or_train(intents, cache).classifier
+    router = Router(
+        routes, fallback=fallback, classifier=classifier, threshold=config.intent_threshold
+    )
     dispatcher = Dispatcher(
         router,
         handlers,
@@ -106,6 +122,14 @@ def build_bot(config: Config) -> Bot:
         error_template=error_template,
     )
     return Bot(config, registry, templates, router, dispatcher)
+
+
+def intent_examples(config: Config, registry: Registry) -> dict[str, list[str]]:
+    """Each intent's examples: from config.yaml, plus those its handler declares."""
+    intents = {name: list(settings.examples) for name, settings in config.intents.items()}
+    for name, examples in registry.examples.items():
+        intents.setdefault(name, []).extend(e for e in examples if e not in intents[name])
+    return intents
 
 
 def _compile(settings: RouteSettings, where: str, problems: list[str]) -> re.Pattern[str] | None:

@@ -65,16 +65,22 @@ class Dispatcher:
         self.timeout_seconds = timeout_seconds
 
     async def dispatch(
-        self, message: InboundMessage, group: Group, state: dict[str, Any]
+        self, message: InboundMessage, group: Group, state: dict[str, Any], *, now: float
     ) -> Outcome:
+        before = json.dumps(state, sort_keys=True)
+        state = dict(state)
+        expected = _pop_expectation(state, now)
         match = self.router.match(message.body_text)
+        if expected is not None and (match is None or match.kind in ("intent", "fallback")):
+            route = self.router.route(expected)
+            match = Match(route, "expect") if route is not None else match
         if match is None:
             log.debug("route_none")  # people talking among themselves: the usual case
-            return Outcome(None)
+            changed = json.dumps(state, sort_keys=True)
+            return Outcome(None, state=changed if changed != before else None)
         route = match.route
         structlog.contextvars.bind_contextvars(route=route.name)
         log.info("route_matched", kind=match.kind)
-        before = json.dumps(state, sort_keys=True)
         ctx = Context(
             message=message,
             group=group,
@@ -83,6 +89,7 @@ class Dispatcher:
             state=state,
             bot_number=self.bot_number,
             templates=self.templates,
+            routes=frozenset(r.name for r in self.router.routes),
         )
         try:
             reply = await self._answer(route, ctx)
@@ -95,17 +102,20 @@ class Dispatcher:
         except Exception as exc:
             log.exception("handler_failed")
             return self._failed(match, ctx, f"{type(exc).__name__}: {exc}")
+        if ctx.expecting is not None:
+            expected_route, within = ctx.expecting
+            ctx.state[EXPECT_KEY] = {"route": expected_route, "until": now + within}
         try:
             after = json.dumps(ctx.state, sort_keys=True)
         except (TypeError, ValueError) as exc:
             log.error("state_invalid", error=str(exc))
             return self._failed(match, ctx, f"ctx.state: expected JSON values: {exc}")
-        changed = after if after != before else None
+        new_state = after if after != before else None
         if reply is None:
             log.info("reply_none")
-            return Outcome(match, state=changed)
+            return Outcome(match, state=new_state)
         messages = broadcast.plan(reply, group, bot_number=self.bot_number, sender=message.sender)
-        return Outcome(match, messages, state=changed)
+        return Outcome(match, messages, state=new_state)
 
     def _failed(self, match: Match, ctx: Context, error: str) -> Outcome:
         """The outcome of a failed handler: the error template to the group, if there is one.
@@ -154,6 +164,19 @@ class Dispatcher:
             f"handler of route {route.name!r} returned {type(result).__name__}; "
             "expected Reply, str, a mapping (with a template) or None"
         )
+
+
+# Where ctx.expect() keeps the group's expectation, in the group's state (saved with it).
+EXPECT_KEY = "__groupbot_expect__"
+
+
+def _pop_expectation(state: dict[str, Any], now: float) -> str | None:
+    """The route the group's next message is expected at (if still in time), removed from the
+    state either way: an expectation answers one message at most."""
+    expectation = state.pop(EXPECT_KEY, None)
+    if isinstance(expectation, dict) and float(expectation.get("until", 0)) >= now:
+        return str(expectation.get("route"))
+    return None
 
 
 def _text(text: str) -> Reply | None:

@@ -77,7 +77,9 @@ class InboxWorker(Worker[InboxItem]):
     async def handle(self, item: InboxItem) -> None:
         structlog.contextvars.bind_contextvars(message_uuid=item.message_uuid, group=item.group_key)
         message = InboundMessage.model_validate_json(item.body)
-        outcome = await self.dispatcher.dispatch(message, Group(item.members), item.state)
+        outcome = await self.dispatcher.dispatch(
+            message, Group(item.members), item.state, now=time.time()
+        )
         queued = entries(
             item.message_uuid, item.group_key, outcome.messages, inbound_uuid=item.message_uuid
         )

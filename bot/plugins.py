@@ -23,28 +23,33 @@ Handler = Callable[["Context"], Awaitable[Any]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 _MARK = "__groupbot_handler__"
+_EXAMPLES = "__groupbot_examples__"
 
 
 @overload
 def handler(name: F) -> F: ...
 @overload
-def handler(name: str | None = None) -> Callable[[F], F]: ...
-def handler(name: Any = None) -> Any:
+def handler(name: str | None = None, *, examples: Sequence[str] = ()) -> Callable[[F], F]: ...
+def handler(name: Any = None, *, examples: Sequence[str] = ()) -> Any:
     """Register an `async def f(ctx)` as a handler, under `name` or the function's own name.
 
-    Use as `@handler("status")` or bare `@handler`.
+    Use as `@handler("status")` or bare `@handler`. `examples` are sentences of the intent
+    named like the handler, added to that intent's examples from config.yaml.
     """
     if name is None or isinstance(name, str):
         registered = name
-        return lambda function: _mark(function, registered or function.__name__)
-    return _mark(name, name.__name__)
+        return lambda function: _mark(function, registered or function.__name__, examples)
+    return _mark(name, name.__name__, examples)
 
 
-def _mark(function: F, name: str) -> F:
+def _mark(function: F, name: str, examples: Sequence[str] = ()) -> F:
     is_async = inspect.iscoroutinefunction(function)  # kept apart: it narrows `function`
     if not is_async:
         raise TypeError(f"@handler: {function.__qualname__} must be an async def function")
+    if isinstance(examples, str):
+        raise TypeError(f"@handler: examples of {name!r} must be a list of sentences")
     setattr(function, _MARK, name)
+    setattr(function, _EXAMPLES, tuple(examples))
     return function
 
 
@@ -61,6 +66,7 @@ class Registry:
     plugins: tuple[str, ...]
     by_name: Mapping[str, Handler]
     by_reference: Mapping[str, Handler]
+    examples: Mapping[str, tuple[str, ...]]  # intent (the handler's name) -> its sentences
 
     def resolve(self, reference: str) -> Handler | None:
         return self.by_name.get(reference) or self.by_reference.get(reference)
@@ -84,6 +90,7 @@ def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[
     by_name: dict[str, Handler] = {}
     by_reference: dict[str, Handler] = {}
     owner: dict[str, str] = {}
+    examples: dict[str, tuple[str, ...]] = {}
     for i, module_name in enumerate(modules):
         try:
             module = importlib.import_module(module_name)
@@ -106,4 +113,6 @@ def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[
                 continue
             owner[name] = module_name
             by_name[name] = function
-    return Registry(tuple(modules), by_name, by_reference), problems
+            if declared := getattr(function, _EXAMPLES, ()):
+                examples[name] = declared
+    return Registry(tuple(modules), by_name, by_reference, examples), problems

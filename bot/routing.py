@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-MatchKind = Literal["keyword", "pattern", "intent", "fallback"]
+MatchKind = Literal["keyword", "pattern", "intent", "expect", "fallback"]
 _WORD = re.compile(r"\w+")
 
 
@@ -54,6 +54,8 @@ class Match:
             return f"pattern {self.route.pattern.pattern!r} {groups}"
         if self.kind == "intent":
             return f"intent {self.values['intent']!r} at {self.values['confidence']:.2f}"
+        if self.kind == "expect":
+            return "expected: the route asked for the group's next message"
         return "fallback: nothing else matched"
 
 
@@ -139,15 +141,21 @@ class Router:
         return list(self.classifier.scores(text))
 
     def _intent_match(self, scores: Sequence[tuple[str, float]]) -> Match | None:
-        for intent, confidence in scores:
-            route = self._intents.get(intent)
-            if route is None:
-                continue
-            threshold = route.threshold if route.threshold is not None else self.threshold
-            if confidence >= threshold:
-                return Match(route, "intent", {"intent": intent, "confidence": confidence})
+        # Only the likeliest intent counts: a message that most likely means an intent no
+        # route serves is out of scope, not a weaker match for another route.
+        if not scores:
             return None
-        return None
+        intent, confidence = scores[0]
+        route = self._intents.get(intent)
+        if route is None:
+            return None
+        threshold = route.threshold if route.threshold is not None else self.threshold
+        if confidence < threshold:
+            return None
+        return Match(route, "intent", {"intent": intent, "confidence": confidence})
+
+    def route(self, name: str) -> Route | None:
+        return next((route for route in self.routes if route.name == name), None)
 
     def _fallback_match(self) -> Match | None:
         return Match(self.fallback, "fallback") if self.fallback else None

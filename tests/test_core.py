@@ -179,24 +179,38 @@ def test_duplicate_route_name_is_named() -> None:
     assert problems == [f"{where(0, 'status')}name is already used by routes[{first}]"]
 
 
-def test_intent_route_is_refused_in_this_version() -> None:
-    problems = problems_of(
-        config_with(
-            [{"name": "book", "intent": "book_visit", "handler": "escalate"}],
-            intents={"book_visit": {"examples": ["book a visit for friday"]}},
-        )
+def test_an_intent_route_builds_a_router_with_a_classifier() -> None:
+    config = config_with(
+        [{"name": "book", "intent": "book_visit", "handler": "escalate", "threshold": 0.2}],
+        intents={"book_visit": {"examples": ["book a visit for friday", "can the tech come"]}},
     )
-    assert problems == [
-        f"{where(0, 'book')}intent routes need an intent classifier, not available in this version"
-    ]
+    bot = build_bot(config)
+    assert bot.router.classifier is not None
+    match = bot.router.match("could you book a visit for friday")
+    assert match is not None
+    assert (match.route.name, match.kind) == ("book", "intent")
 
 
-def test_intent_route_with_an_undefined_intent_says_so_too() -> None:
+def test_intent_route_with_an_undefined_intent_says_so() -> None:
     problems = problems_of(
         config_with([{"name": "book", "intent": "book_visit", "handler": "escalate"}])
     )
-    assert f"{where(0, 'book')}intent 'book_visit' is not defined under intents" in problems
-    assert len(problems) == 2
+    assert problems == [
+        f"{where(0, 'book')}intent 'book_visit' has no examples "
+        "(under intents: in the config, or @handler(..., examples=[...]))"
+    ]
+
+
+def test_one_intent_in_two_routes_is_a_conflict() -> None:
+    intents = {"book_visit": {"examples": ["book a visit"]}}
+    routes = [
+        {"name": "book", "intent": "book_visit", "handler": "escalate"},
+        {"name": "book-again", "intent": "book_visit", "template": "hours.txt.j2"},
+    ]
+    problems = problems_of(config_with(routes, intents=intents))
+    assert problems == [
+        f"{where(1, 'book-again')}intent 'book_visit' is already used by route 'book'"
+    ]
 
 
 def test_fallback_with_a_missing_template_is_named() -> None:
@@ -262,7 +276,7 @@ async def test_route_named_fallback_is_not_confused_with_the_fallback(
         return
     message = parse_inbound(json.dumps(inbound("11234567891", text, ["11234567892"])).encode())
     group = Group.of([message.sender, *message.participants], bot_number=BOT_NUMBER)
-    outcome = await bot.dispatcher.dispatch(message, group, {})
+    outcome = await bot.dispatcher.dispatch(message, group, {}, now=0)
     assert outcome.error is None
     assert [(m.text or "")[: len(expected)] for m in outcome.messages] == [expected] * 2
     assert outcome.state is None  # escalate, which records an escalation, did not run
@@ -297,9 +311,7 @@ def test_every_problem_is_reported_at_once() -> None:
         {"name": "ticket", "keywords": ["tickets"], "template": "hours.txt.j2"},
         {"name": "book", "intent": "book_visit", "handler": "escalate"},
     ]
-    problems = problems_of(
-        config_with(bad_routes, intents={"book_visit": {"examples": ["book a visit"]}})
-    )
+    problems = problems_of(config_with(bad_routes))
     expected_starts = [
         f"{where(0, 'dup-kw')}keyword 'escalate' is already used by route 'escalate'",
         f"{where(1, 'dup-phrase')}keyword 'On-Call' is already used as 'on call'",
@@ -308,7 +320,7 @@ def test_every_problem_is_reported_at_once() -> None:
         f"{where(4, 'foreign')}handler 'handlers.billing:invoice': module 'handlers.billing'",
         f"{where(5, 'no-template')}template 'faq.txt.j2' not found",
         f"{where(6, 'ticket')}name is already used by routes[{shipped_index('ticket')}]",
-        f"{where(7, 'book')}intent routes need an intent classifier",
+        f"{where(7, 'book')}intent 'book_visit' has no examples",
     ]
     assert len(problems) == len(expected_starts)
     for problem, start in zip(problems, expected_starts, strict=True):

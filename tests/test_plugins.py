@@ -258,7 +258,7 @@ def registry_with(*names: str, plugins: tuple[str, ...] = ("handlers.team",)) ->
     async def function(ctx: Any) -> None:
         return None
 
-    return Registry(plugins, dict.fromkeys(names, function), {})
+    return Registry(plugins, dict.fromkeys(names, function), {}, {})
 
 
 def test_describe_missing_name_lists_the_registered_names() -> None:

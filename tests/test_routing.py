@@ -308,12 +308,13 @@ def test_intent_below_threshold_falls_back() -> None:
     assert found.kind == "fallback"
 
 
-def test_intent_without_a_route_is_skipped() -> None:
+def test_a_message_whose_likeliest_intent_has_no_route_is_out_of_scope() -> None:
+    # Most likely small talk: not a weaker booking request.
     router = Router(
         [intent("book", 0, "book_visit")],
         classifier=StubClassifier([("smalltalk", 0.99), ("book_visit", 0.7)]),
     )
-    assert winner(router, "book it") == "book"
+    assert router.match("book it") is None
 
 
 def test_keyword_route_wins_over_an_intent_even_listed_after_it() -> None:
