@@ -1,4 +1,4 @@
-"""The `groupbot` command: run, check, route, send, status."""
+"""The `groupbot` command: run, check, route, send, status, intents eval."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+from pydantic import ValidationError
+
 from bot.compose import compose
-from bot.config import Config, default_path, load_config
-from bot.core import Bot, build_bot
+from bot.config import Config, IntentSettings, default_path, load_config, load_yaml
+from bot.core import Bot, build_bot, intent_examples
+from bot.evaluation import evaluate, read_labelled
 from bot.exceptions import ConfigError, InvalidInput
 from bot.groups import Group
 from bot.log import configure
-from bot.models import normalize_all
+from bot.models import invalid_input, normalize_all
 from bot.numbers import display
 from bot.routing import Explanation
 from bot.runtime import running
@@ -27,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         configure(config.log)
+        if args.command == "intents":
+            return _intents_eval(config, args)
         if args.command == "run":
             return _run(config, host=args.host, port=args.port)
         bot = build_bot(config)
@@ -97,6 +103,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for every member's message to be sent (default 60)",
     )
+    intents = commands.add_parser("intents", help="measure the intents' examples")
+    intents_commands = intents.add_subparsers(dest="intents_command", required=True)
+    evaluate = intents_commands.add_parser(
+        "eval", help="train on the intents, classify labelled lines, report accuracy"
+    )
+    evaluate.add_argument("--config", type=Path, default=default_path(), help="config file")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        metavar="FILE.jsonl",
+        help='lines of {"text": ..., "intent": NAME or null}',
+    )
+    evaluate.add_argument(
+        "--intents",
+        type=Path,
+        metavar="FILE.yaml",
+        help="take the intents from this file instead of the config",
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=float,
+        help="confidence below which a message is out of scope "
+        "(default: the config's intent_threshold)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     status = command("status", "show where each member's message of a conversation stands")
     status.add_argument("id", help="an inbound message_uuid, or a broadcast id from send")
     return parser
@@ -226,3 +258,33 @@ def format_record(record: OutboxRecord) -> str:
     attempts = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
     line = f"{display(record.recipient):<16} {record.state:<8} {status:<14} {attempts:<11}"
     return f"{line} {detail}".rstrip()
+
+
+def _intents_eval(config: Config, args: argparse.Namespace) -> int:
+    if args.intents is not None:
+        intents = read_intents(args.intents)
+    else:
+        intents = intent_examples(config, build_bot(config).registry)
+    if not intents:
+        raise InvalidInput("intents", "no intents to evaluate: none in the config or the file")
+    threshold = args.threshold if args.threshold is not None else config.intent_threshold
+    report = evaluate(intents, read_labelled(args.data), threshold=threshold)
+    print(report.as_json() if args.json else report.as_text())
+    return 0
+
+
+def read_intents(path: Path) -> dict[str, list[str]]:
+    """An `intents:` section from a YAML file of its own (like the config's)."""
+    try:
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput("--intents", f"cannot read {path}: {exc}") from None
+    section = raw.get("intents") if isinstance(raw, dict) else None
+    if not isinstance(section, dict):
+        raise InvalidInput("--intents", f"expected an intents: mapping in {path}")
+    try:
+        parsed = {name: IntentSettings.model_validate(value) for name, value in section.items()}
+    except ValidationError as exc:
+        problem = invalid_input(exc)
+        raise InvalidInput(f"--intents: {path}: {problem.field}", problem.message) from None
+    return {name: list(settings.examples) for name, settings in parsed.items()}

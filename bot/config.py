@@ -30,6 +30,28 @@ from bot.numbers import normalize
 DEFAULT_CONFIG = "config.yaml"
 ENV_CONFIG = "GROUPBOT_CONFIG"
 
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML with the booleans of YAML 1.2 only: `true` and `false`.
+
+    YAML 1.1 also reads yes, no, on and off as booleans, so an intent named `yes` or a keyword
+    `on` would silently become True. Here they stay the words they are.
+    """
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rule) for tag, rule in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(stream: Any) -> Any:
+    return yaml.load(stream, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
@@ -207,7 +229,7 @@ def load_config(path: Path | str | None = None) -> Config:
     label = str(file)
     try:
         with file.open(encoding="utf-8") as stream:  # a stream: YAML errors name the file
-            raw = yaml.safe_load(stream)
+            raw = load_yaml(stream)
     except OSError as exc:
         raise ConfigError([f"{label}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:

@@ -106,6 +106,9 @@ def load_or_train(intents: Mapping[str, Sequence[str]], cache_dir: Path | None) 
         partial = path.with_suffix(".partial")
         partial.write_bytes(pickle.dumps(classifier))
         partial.replace(path)  # atomic: a crash never leaves half a model under the real name
+        for stale in path.parent.glob("intents-*.pickle"):  # models of examples since changed
+            if stale != path:
+                stale.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     log.info("intents_trained", intents=len(intents), seconds=round(seconds, 2))
     return Loaded(classifier, trained=True, seconds=seconds)

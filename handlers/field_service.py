@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from bot import Context, Reply, handler
 
 VAN_PHOTO = "https://example.com/groupbot/van.jpg"
@@ -27,3 +29,32 @@ async def arrived(ctx: Context) -> str:
 async def van_photo(ctx: Context) -> Reply:
     """A picture of the van, so the client knows whom to let in."""
     return Reply.image(VAN_PHOTO, caption="This is our van. The technician will show an ID badge.")
+
+
+DAY = re.compile(
+    r"\b(today|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b", re.I
+)
+
+
+@handler(
+    "book",
+    examples=[
+        "can the technician come tomorrow",
+        "can the tech come by tomorrow morning",
+        "could someone come out to fix it",
+        "we need someone to take a look",
+        "when can you send someone",
+        "i'd like to schedule a repair",
+        "book a visit",
+        "please schedule a technician",
+    ],
+)
+async def book(ctx: Context) -> str:
+    """Book a visit: ask for the day if the message does not say, and take the next
+    message of the group as the answer (ctx.expect)."""
+    day = DAY.search(ctx.text)
+    if day is None:
+        ctx.expect("book", within_seconds=600)
+        return "Happy to book a visit. Which day suits you?"
+    ctx.state["booking"] = {"day": day.group(1).lower(), "by": ctx.sender}
+    return f'Booked: the technician comes {day.group(1).capitalize()}. Reply "status" any time.'

@@ -181,22 +181,22 @@ def test_duplicate_route_name_is_named() -> None:
 
 def test_an_intent_route_builds_a_router_with_a_classifier() -> None:
     config = config_with(
-        [{"name": "book", "intent": "book_visit", "handler": "escalate", "threshold": 0.2}],
+        [{"name": "visit", "intent": "book_visit", "handler": "escalate", "threshold": 0.2}],
         intents={"book_visit": {"examples": ["book a visit for friday", "can the tech come"]}},
     )
     bot = build_bot(config)
     assert bot.router.classifier is not None
     match = bot.router.match("could you book a visit for friday")
     assert match is not None
-    assert (match.route.name, match.kind) == ("book", "intent")
+    assert (match.route.name, match.kind) == ("visit", "intent")
 
 
 def test_intent_route_with_an_undefined_intent_says_so() -> None:
     problems = problems_of(
-        config_with([{"name": "book", "intent": "book_visit", "handler": "escalate"}])
+        config_with([{"name": "visit", "intent": "book_visit", "handler": "escalate"}])
     )
     assert problems == [
-        f"{where(0, 'book')}intent 'book_visit' has no examples "
+        f"{where(0, 'visit')}intent 'book_visit' has no examples "
         "(under intents: in the config, or @handler(..., examples=[...]))"
     ]
 
@@ -204,12 +204,12 @@ def test_intent_route_with_an_undefined_intent_says_so() -> None:
 def test_one_intent_in_two_routes_is_a_conflict() -> None:
     intents = {"book_visit": {"examples": ["book a visit"]}}
     routes = [
-        {"name": "book", "intent": "book_visit", "handler": "escalate"},
-        {"name": "book-again", "intent": "book_visit", "template": "hours.txt.j2"},
+        {"name": "visit", "intent": "book_visit", "handler": "escalate"},
+        {"name": "visit-again", "intent": "book_visit", "template": "hours.txt.j2"},
     ]
     problems = problems_of(config_with(routes, intents=intents))
     assert problems == [
-        f"{where(1, 'book-again')}intent 'book_visit' is already used by route 'book'"
+        f"{where(1, 'visit-again')}intent 'book_visit' is already used by route 'visit'"
     ]
 
 
@@ -309,7 +309,7 @@ def test_every_problem_is_reported_at_once() -> None:
         {"name": "foreign", "keywords": ["foreign"], "handler": "handlers.billing:invoice"},
         {"name": "no-template", "keywords": ["faq"], "template": "faq.txt.j2"},
         {"name": "ticket", "keywords": ["tickets"], "template": "hours.txt.j2"},
-        {"name": "book", "intent": "book_visit", "handler": "escalate"},
+        {"name": "visit", "intent": "book_visit", "handler": "escalate"},
     ]
     problems = problems_of(config_with(bad_routes))
     expected_starts = [
@@ -320,7 +320,7 @@ def test_every_problem_is_reported_at_once() -> None:
         f"{where(4, 'foreign')}handler 'handlers.billing:invoice': module 'handlers.billing'",
         f"{where(5, 'no-template')}template 'faq.txt.j2' not found",
         f"{where(6, 'ticket')}name is already used by routes[{shipped_index('ticket')}]",
-        f"{where(7, 'book')}intent 'book_visit' has no examples",
+        f"{where(7, 'visit')}intent 'book_visit' has no examples",
     ]
     assert len(problems) == len(expected_starts)
     for problem, start in zip(problems, expected_starts, strict=True):

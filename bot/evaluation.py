@@ -1,0 +1,127 @@
+"""`groupbot intents eval`: how well the intents' examples teach the classifier.
+
+Trains on the examples, classifies every line of a JSONL file (`{"text": ..., "intent": NAME or
+null}`, null meaning out of scope) and reports in-scope accuracy (right intent, confident
+enough), out-of-scope recall (no intent confident enough), the worst intents, the most common
+confusions, and the time one classification takes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.exceptions import InvalidInput
+from bot.intents import TfidfClassifier
+from bot.models import invalid_input
+
+
+class Labelled(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    intent: str | None
+
+
+@dataclass(frozen=True)
+class Report:
+    in_scope_accuracy: float  # percent
+    oos_recall: float  # percent; 0 when the data has no out-of-scope line
+    threshold: float
+    train_seconds: float
+    latency_ms_median: float
+    intents: int
+    examples: int
+    in_scope_lines: int
+    oos_lines: int
+    worst_intents: list[tuple[str, float, int]]  # (intent, accuracy %, lines)
+    confusions: list[tuple[str, str, int]]  # (expected, predicted, count)
+
+    def as_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def as_text(self) -> str:
+        lines = [
+            f"trained on {self.examples} examples of {self.intents} intents "
+            f"in {self.train_seconds:.2f} s",
+            f"in-scope accuracy   {self.in_scope_accuracy:6.2f} %  ({self.in_scope_lines} lines)",
+            f"out-of-scope recall {self.oos_recall:6.2f} %  ({self.oos_lines} lines)",
+            f"threshold           {self.threshold:6.2f}",
+            f"latency (median)    {self.latency_ms_median:6.3f} ms per message",
+            "worst intents:",
+            *(f"  {name:<28} {acc:6.2f} % of {n}" for name, acc, n in self.worst_intents),
+            "most confused (expected -> predicted):",
+            *(f"  {a} -> {b}: {n}" for a, b, n in self.confusions),
+        ]
+        return "\n".join(lines)
+
+
+def read_labelled(path: Path) -> list[Labelled]:
+    """The lines of a JSONL file; InvalidInput naming the line for a bad one."""
+    lines: list[Labelled] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            lines.append(Labelled.model_validate_json(line))
+        except ValidationError as exc:
+            problem = invalid_input(exc)
+            raise InvalidInput(f"{path}:{number}: {problem.field}", problem.message) from None
+    if not lines:
+        raise InvalidInput(str(path), "expected JSON lines with text and intent, found none")
+    return lines
+
+
+def evaluate(
+    intents: Mapping[str, Sequence[str]], data: Sequence[Labelled], *, threshold: float
+) -> Report:
+    started = time.perf_counter()
+    classifier = TfidfClassifier.train(intents)
+    train_seconds = time.perf_counter() - started
+    predicted: list[str | None] = []
+    timings: list[float] = []
+    for line in data:
+        started = time.perf_counter()
+        scores = classifier.scores(line.text)
+        timings.append((time.perf_counter() - started) * 1000)
+        best = scores[0] if scores else None
+        predicted.append(best[0] if best and best[1] >= threshold else None)
+    in_scope = [
+        (line.intent, guess) for line, guess in zip(data, predicted, strict=True) if line.intent
+    ]
+    oos = [guess for line, guess in zip(data, predicted, strict=True) if line.intent is None]
+    per_intent: dict[str, list[bool]] = {}
+    for expected, guess in in_scope:
+        per_intent.setdefault(str(expected), []).append(guess == expected)
+    worst = sorted(
+        ((name, 100 * sum(hits) / len(hits), len(hits)) for name, hits in per_intent.items()),
+        key=lambda row: (row[1], row[0]),
+    )[:5]
+    confusions = Counter(
+        (str(expected), guess or "(out of scope)")
+        for expected, guess in in_scope
+        if guess != expected
+    )
+    return Report(
+        in_scope_accuracy=_percent(sum(g == e for e, g in in_scope), len(in_scope)),
+        oos_recall=_percent(sum(g is None for g in oos), len(oos)),
+        threshold=threshold,
+        train_seconds=round(train_seconds, 3),
+        latency_ms_median=round(statistics.median(timings), 3),
+        intents=len(intents),
+        examples=sum(len(v) for v in intents.values()),
+        in_scope_lines=len(in_scope),
+        oos_lines=len(oos),
+        worst_intents=worst,
+        confusions=[(a, b, n) for (a, b), n in confusions.most_common(5)],
+    )
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100 * part / whole, 2) if whole else 0.0
