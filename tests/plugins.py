@@ -60,3 +60,11 @@ async def stall(ctx: Context) -> str:
     if os.environ.get("GROUPBOT_TEST_STALL"):
         await asyncio.Event().wait()
     return f"handled: {ctx.text}"
+
+
+@handler("ask_day")
+async def ask_day(ctx: Context) -> str:
+    if ctx.match:  # asked by keyword
+        ctx.expect("ask", within_seconds=60)
+        return "which day?"
+    return f"day noted: {ctx.text}"

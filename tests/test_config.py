@@ -426,3 +426,19 @@ def test_shipped_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.bot.number == "11234567890"
     assert config.provider.kind == "simulator"
     assert {"ticket", "escalate", "update"} <= {r.name for r in config.routes}
+
+
+def test_yes_no_on_off_stay_words(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        'bot: {number: "11234567890"}\n'
+        "routes: [{name: lights, keywords: [on, off, yes], template: t.j2}]\n"
+        "intents: {no: {examples: [nope, no thanks]}}\n"
+        "log: {mask_numbers: true}\n"
+    )
+
+    config = load_config(path)
+
+    assert config.routes[0].keywords == ["on", "off", "yes"]
+    assert list(config.intents) == ["no"]
+    assert config.log.mask_numbers is True

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.groups import Group
+from bot.models import InboundMessage, parse_inbound
 from tests import plugins
 from tests.conftest import DATA, Harness, inbound
 from tests.test_end_to_end import processed
@@ -121,3 +124,32 @@ async def test_a_message_seen_before_a_restart_is_not_answered_again(
     with sqlite3.connect(second.bot.config.sqlite_path) as db:
         assert db.execute("SELECT COUNT(*) FROM outbound").fetchone() == (3,)
     assert len(second.api.attempts) == 3
+
+
+async def test_an_expectation_answers_one_message_and_only_in_time(start_bot: StartBot) -> None:
+    plugins.gate = None
+    bot = await start_bot(
+        config_with(
+            {"name": "ask", "keywords": ["ask"], "handler": "ask_day"},
+            {"name": "echo", "keywords": ["ping"], "handler": "echo"},
+        )
+    )
+    dispatcher = bot.bot.dispatcher
+    group = Group(tuple(GROUP_A))
+
+    def message(text: str) -> InboundMessage:
+        return parse_inbound(json.dumps(inbound(GROUP_A[0], text, GROUP_A[1:])).encode())
+
+    asked = await dispatcher.dispatch(message("ask"), group, {}, now=1000.0)
+    assert asked.state is not None
+    state = json.loads(asked.state)
+    answered = await dispatcher.dispatch(message("monday"), group, state, now=1059.0)
+    late = await dispatcher.dispatch(message("monday"), group, state, now=1061.0)
+    used = await dispatcher.dispatch(
+        message("tuesday"), group, json.loads(answered.state or "{}"), now=1001.0
+    )
+
+    assert answered.route == "ask"
+    assert [m.text for m in answered.messages][:1] == ["day noted: monday"]
+    assert (late.route, late.messages) == (None, [])
+    assert used.route is None  # one answer per expectation

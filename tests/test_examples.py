@@ -107,3 +107,26 @@ async def test_people_talking_among_themselves_get_no_answer(start_bot: StartBot
         'Outside those hours, write "escalate" for urgent help.'
     }
     assert len(bot.api.attempts) == 3  # the first message got no answer
+
+
+async def test_free_text_books_a_visit_over_two_turns(start_bot: StartBot) -> None:
+    bot = await start_bot()
+    group = [CLIENT, TECHNICIAN]
+
+    asked = await say(
+        bot, CLIENT, "The heater broke again, could someone come out to fix it?", group, 2
+    )
+    booked = await say(bot, TECHNICIAN, "friday works for me", group, 2)
+
+    assert asked == {"Happy to book a visit. Which day suits you?"}
+    assert booked == {'Booked: the technician comes Friday. Reply "status" any time.'}
+
+
+async def test_a_keyword_still_wins_while_an_answer_is_expected(start_bot: StartBot) -> None:
+    bot = await start_bot()
+    group = [CLIENT, TECHNICIAN]
+
+    await say(bot, CLIENT, "can the tech come by?", group, 2)
+    status = await say(bot, CLIENT, "what's the ETA?", group, 2)
+
+    assert status == {'The technician is on the way. Reply "arrived" when they are on site.'}

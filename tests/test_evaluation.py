@@ -1,0 +1,78 @@
+"""bot/evaluation.py and `groupbot intents eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.evaluation import Labelled, evaluate, read_labelled
+from bot.exceptions import InvalidInput
+from tests.cli_support import write_config
+from tests.test_cli import groupbot
+from tests.test_intents import INTENTS
+
+DATA = [
+    Labelled(text="can a technician come on monday", intent="book_visit"),
+    Labelled(text="what time do you open", intent="opening_hours"),
+    Labelled(text="schedule a repair please", intent="book_visit"),
+    Labelled(text="thanks, see you later", intent=None),
+]
+
+
+def test_evaluate_reports_accuracy_recall_and_timing() -> None:
+    report = evaluate(INTENTS, DATA, threshold=0.4)
+
+    assert (report.in_scope_lines, report.oos_lines) == (3, 1)
+    assert report.in_scope_accuracy == 100.0
+    assert report.oos_recall == 100.0
+    assert report.threshold == 0.4
+    assert report.latency_ms_median > 0
+    assert report.intents == 2
+    assert "in-scope accuracy" in report.as_text()
+
+
+def test_a_threshold_of_one_sends_everything_out_of_scope() -> None:
+    report = evaluate(INTENTS, DATA, threshold=1.0)
+
+    assert report.in_scope_accuracy == 0.0
+    assert report.oos_recall == 100.0
+    assert report.confusions[0][1] == "(out of scope)"
+
+
+def test_a_bad_line_is_named(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "hi", "intent": null}\n{"text": 3}\n')
+
+    with pytest.raises(InvalidInput) as raised:
+        read_labelled(data)
+
+    assert raised.value.field == f"{data}:2: text"
+
+
+async def test_the_command_prints_one_json_object(tmp_path: Path) -> None:
+    intents = tmp_path / "intents.yaml"
+    intents.write_text(
+        "intents:\n"
+        + "".join(
+            f"  {name}:\n    examples:\n" + "".join(f"      - {e!r}\n" for e in examples)
+            for name, examples in INTENTS.items()
+        )
+        + "  yes:\n    examples: ['yes please', 'sure thing', 'absolutely']\n"
+    )
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(line.model_dump()) + "\n" for line in DATA))
+    config = write_config(tmp_path)
+
+    result = await groupbot(
+        "intents", "eval", "--config", config, "--intents", intents, "--data", data, "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["intents"] == 3  # `yes` stays an intent named yes, not a boolean
+    assert {"in_scope_accuracy", "oos_recall", "threshold", "train_seconds"} <= set(report)
+    assert report["in_scope_accuracy"] == 100.0
+    assert report["latency_ms_median"] > 0
