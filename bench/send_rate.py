@@ -4,7 +4,8 @@ Runs the real outbox (SQLite store, Messages API client with JWT auth) against a
 Messages API on loopback that only notes when each request arrived, and prints, for each
 configuration: the configured limit, the achieved rate over the run, the most requests seen
 in any one-second window, and their ratios to the limit. The unlimited run is the baseline:
-it shows the API and outbox could go much faster, so the limiter is what holds the rate.
+it shows the API and outbox could go much faster, so the limiter is what holds the rate. The
+API takes 200 ms to answer each request, as a real one does.
 
     .venv/bin/python bench/send_rate.py
 """
@@ -36,6 +37,7 @@ from bot.store.sqlite import SqliteStore
 
 BOT = "11234567890"
 GROUP_SIZE = 5
+API_LATENCY_SECONDS = 0.2
 
 
 async def measure(
@@ -58,7 +60,7 @@ async def measure(
         await store.enqueue(entries(f"b-{n}", group.key, planned), group.members, time.time())
     worker = OutboxWorker(
         store, client, rate=SendRate(per_second, per_number), sender=BOT,
-        request_timeout_seconds=10, poll_seconds=0.05,
+        request_timeout_seconds=10,
     )  # fmt: skip
     done.clear()
     target[0] = messages
@@ -85,6 +87,7 @@ async def messages_api(request: web.Request) -> web.Response:
     if len(arrivals) >= target[0]:
         done.set()
     await request.read()
+    await asyncio.sleep(API_LATENCY_SECONDS)  # a real API takes its time to answer
     return web.json_response({"message_uuid": str(uuid.uuid4())}, status=202)
 
 

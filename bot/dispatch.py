@@ -105,6 +105,9 @@ class Dispatcher:
         if ctx.expecting is not None:
             expected_route, within = ctx.expecting
             ctx.state[EXPECT_KEY] = {"route": expected_route, "until": now + within}
+        if not isinstance(ctx.state, dict):
+            log.error("state_invalid", error=f"ctx.state became {type(ctx.state).__name__}")
+            return self._failed(match, ctx, "ctx.state: expected a dict of JSON values")
         try:
             after = json.dumps(ctx.state, sort_keys=True)
         except (TypeError, ValueError) as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from bot.dispatch import Dispatcher
+from bot.dispatch import Dispatcher, Outcome
 from bot.exceptions import InvalidInput, LeaseLost
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
@@ -76,10 +76,16 @@ class InboxWorker(Worker[InboxItem]):
 
     async def handle(self, item: InboxItem) -> None:
         structlog.contextvars.bind_contextvars(message_uuid=item.message_uuid, group=item.group_key)
-        message = InboundMessage.model_validate_json(item.body)
-        outcome = await self.dispatcher.dispatch(
-            message, Group(item.members), item.state, now=time.time()
-        )
+        try:
+            message = InboundMessage.model_validate_json(item.body)
+            outcome = await self.dispatcher.dispatch(
+                message, Group(item.members), item.state, now=time.time()
+            )
+        except Exception as exc:
+            # Not the handler (the dispatcher isolates that): a bug. Record it now rather
+            # than leave the group waiting for the lease to run out, five times over.
+            log.exception("inbound_failed")
+            outcome = Outcome(None, error=f"{type(exc).__name__}: {exc}")
         queued = entries(
             item.message_uuid, item.group_key, outcome.messages, inbound_uuid=item.message_uuid
         )

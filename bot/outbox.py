@@ -61,6 +61,8 @@ class OutboxWorker(Worker[OutboxItem]):
             while tokens < limit and self.rate.has_capacity(self.sender):
                 await self.rate.acquire(self.sender)
                 tokens += 1
+            if time.time() < self._paused_until:
+                return []  # a 429 came back while we waited for the token
         return await self.store.claim_outbound(
             tokens,
             time.time(),

@@ -70,10 +70,10 @@ class Worker(ABC, Generic[T]):
             task = asyncio.create_task(self._handle(item))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if len(claimed) == free:
-            return 0  # there may be more where these came from
         if claimed:
-            return self.poll_seconds
+            # There may be more where these came from: claim again until a claim comes back
+            # empty (a rate-limited claim takes one at a time, and must not wait for it).
+            return 0
         return max(MIN_IDLE_SECONDS, await self.idle_seconds())
 
     async def _handle(self, item: T) -> None:

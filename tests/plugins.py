@@ -68,3 +68,9 @@ async def ask_day(ctx: Context) -> str:
         ctx.expect("ask", within_seconds=60)
         return "which day?"
     return f"day noted: {ctx.text}"
+
+
+@handler("clobber_state")
+async def clobber_state(ctx: Context) -> str:
+    ctx.state = None  # type: ignore[assignment]  # what a careless handler might do
+    return "state gone"

@@ -153,3 +153,21 @@ async def test_an_expectation_answers_one_message_and_only_in_time(start_bot: St
     assert [m.text for m in answered.messages][:1] == ["day noted: monday"]
     assert (late.route, late.messages) == (None, [])
     assert used.route is None  # one answer per expectation
+
+
+async def test_a_handler_that_replaces_the_state_fails_alone(start_bot: StartBot) -> None:
+    bot = await start_bot(
+        config_with({"name": "clobber", "keywords": ["clobber"], "handler": "clobber_state"}, ECHO)
+    )
+    bad = inbound(GROUP_A[0], "clobber", GROUP_A[1:])
+    await bot.post_inbound(bad)
+    await bot.post_inbound(inbound(GROUP_B[0], "ping", GROUP_B[1:]))
+    await bot.post_inbound(inbound(GROUP_A[0], "ping", GROUP_A[1:]))
+
+    assert await processed(bot, bad["message_uuid"]) == (
+        "failed",
+        "clobber",
+        "ctx.state: expected a dict of JSON values",
+    )
+    answered = await bot.api.wait_for_accepted(2 + 3)
+    assert {r.body["text"] for r in answered} == {"echo: ping"}  # both groups go on

@@ -214,7 +214,7 @@ class SqliteStore:
                 message_uuid=row["message_uuid"],
                 group_key=row["group_key"],
                 members=tuple(json.loads(row["members"])),
-                state=dict(json.loads(row["state"])),
+                state=_state(row["state"]),
                 body=bytes(row["body"]),
                 attempts=row["attempts"] + 1,
             )
@@ -262,7 +262,7 @@ class SqliteStore:
             db.execute("SELECT state FROM groups WHERE key = ?", (group_key,)) as cursor,
         ):
             row = await cursor.fetchone()
-        return dict(json.loads(row["state"])) if row else {}
+        return _state(row["state"]) if row else {}
 
     # -- outbox --------------------------------------------------------------------------
 
@@ -482,6 +482,16 @@ class SqliteStore:
         ):
             row = await cursor.fetchone()
         return float(row[0]) if row and row[0] is not None else None
+
+
+def _state(text: str) -> dict[str, Any]:
+    # A group's state is a JSON object; anything else (written by an older version, or by
+    # hand) reads as empty rather than failing the claim of every group in the batch.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _alive(owner: str) -> bool:
