@@ -51,7 +51,12 @@ async def send_message(request: web.Request) -> web.Response:
         log.warning("admin_unauthorized")
         return problem(401, "Unauthorized", "expected Authorization: Bearer <server.api_token>")
     try:
-        body = SendRequest.model_validate_json(await request.read())
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = config.server.max_body_bytes
+        return problem(413, "Body too large", f"expected at most {limit} bytes")
+    try:
+        body = SendRequest.model_validate_json(raw)
         group = Group.for_broadcast(
             body.to, bot_number=config.bot.number, max_size=config.bot.max_group_size
         )
@@ -73,15 +78,13 @@ async def send_message(request: web.Request) -> web.Response:
         return invalid(exc)
     try:
         broadcast_id = await runtime.send(reply, group)
-        records = await runtime.store.broadcast(broadcast_id)
     except Exception:
         log.exception("admin_send_failed")
         return problem(503, "Store unavailable", "the broadcast was not queued; retry later")
-    return web.json_response(
-        {
-            "broadcast_id": broadcast_id,
-            "group": group.key,
-            "messages": [{"id": r.id, "to": r.recipient, "state": r.state} for r in records],
-        },
-        status=202,
-    )
+    answer: dict[str, object] = {"broadcast_id": broadcast_id, "group": group.key}
+    try:  # queued is queued: a failing read-back must not invite a retry that doubles it
+        records = await runtime.store.broadcast(broadcast_id)
+        answer["messages"] = [{"id": r.id, "to": r.recipient, "state": r.state} for r in records]
+    except Exception:
+        log.exception("admin_readback_failed")
+    return web.json_response(answer, status=202)

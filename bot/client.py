@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,8 @@ from bot.exceptions import ApiError, ConfigError, PermanentApiError, TransientAp
 from bot.models import Accepted, OutboundMessage
 
 JWT_LIFETIME_SECONDS = 120
+# A Retry-After beyond this is taken as this: one bad header must not stop sending for days.
+MAX_RETRY_AFTER_SECONDS = 3600.0
 
 log = structlog.get_logger("groupbot.client")
 
@@ -123,9 +126,12 @@ def _seconds(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None  # an HTTP date: rare from this API; the backoff applies instead
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
 def _load_private_key(value: str, root: Path) -> RSAPrivateKey:

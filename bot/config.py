@@ -52,6 +52,8 @@ def load_yaml(stream: Any) -> Any:
     return yaml.load(stream, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+SECRET_KEYS = frozenset({"private_key", "api_secret", "signature_secret", "api_token"})
+
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 
@@ -93,7 +95,8 @@ class ProviderSettings(_Section):
     # Signed webhooks: on unless switched off here explicitly (say, behind a gateway that
     # checks them already). With the simulator and no secret, one is made up per process.
     verify_signatures: bool = True
-    signature_max_age_seconds: Annotated[float, Field(gt=0)] = 300
+    # At most a day: accepted tokens are remembered (against replays) for that long.
+    signature_max_age_seconds: Annotated[float, Field(gt=0, le=86400)] = 300
     # Sends per second for the account, and for each sending number (10DLC carriers cap MMS
     # per number); null turns a limit off.
     rate_limit_per_second: Annotated[float, Field(gt=0)] | None = 30
@@ -296,6 +299,10 @@ def _describe(error: Any, source: str, data: dict[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    elif error["type"] not in ("missing", "value_error") and "input" in error:
+    elif (
+        error["type"] not in ("missing", "value_error")
+        and "input" in error
+        and not SECRET_KEYS & {str(part) for part in loc}  # never echo a secret back
+    ):
         message = f"{message}, got {error['input']!r}"
     return f"{source}: {where}: {message}"

@@ -18,14 +18,12 @@ from bot.exceptions import InvalidInput, LeaseLost
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
 from bot.store import InboxItem, Store, entries
-from bot.workers import Worker
+from bot.workers import LEASE_MARGIN_SECONDS, Worker
 
 log = structlog.get_logger("groupbot.inbox")
 
 # Processing that dies with its process this many times is set aside as failed.
 MAX_ATTEMPTS = 5
-# A claim outlives the handler's timeout by this much before another worker may take it.
-LEASE_MARGIN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class Stored:
 
 
 async def accept(
-    store: Store, body: bytes, *, bot_number: str, max_group_size: int, token: str | None = None
+    store: Store, body: bytes, *, bot_number: str, max_group_size: int, jti: str | None = None
 ) -> Stored:
     """Validate and durably store one inbound webhook; raise InvalidInput naming the field."""
     message = parse_inbound(body)
@@ -50,7 +48,7 @@ async def accept(
         )
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
-    new = await store.accept_inbound(uuid, group.key, group.members, body, time.time(), token=token)
+    new = await store.accept_inbound(uuid, group.key, group.members, body, time.time(), jti=jti)
     log.info("inbound_stored" if new else "inbound_duplicate", members=len(group.members))
     return Stored(message, group, duplicate=not new)
 

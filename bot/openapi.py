@@ -33,7 +33,7 @@ def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
 
 
 WEBHOOK_ANSWERS = {
-    "200": _json("Stored (or a repeat of a stored message_uuid)"),
+    "200": _json("Stored (an inbound message seen before is answered 200 too, once)"),
     "400": _problem("The body is not what was expected; `field` names where"),
     "401": _problem("The signature is wrong, stale, or was used before"),
     "413": _problem("The body is larger than server.max_body_bytes"),

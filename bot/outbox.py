@@ -18,12 +18,9 @@ from bot.numbers import mask
 from bot.ratelimit import SendRate
 from bot.retry import RetryPolicy
 from bot.store import OutboxItem, Store
-from bot.workers import Worker
+from bot.workers import LEASE_MARGIN_SECONDS, Worker
 
 log = structlog.get_logger("groupbot.outbox")
-
-# A claim outlives the request's timeout by this much before another worker may take it.
-LEASE_MARGIN_SECONDS = 30.0
 
 
 class OutboxWorker(Worker[OutboxItem]):

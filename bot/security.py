@@ -57,7 +57,10 @@ class WebhookVerifier:
         # As bytes: compare_digest refuses str with non-ASCII characters, which a token can hold.
         if not hmac.compare_digest(str(claims["payload_hash"]).encode(), expected):
             raise BadSignature("payload_hash does not match the body")
-        iat = float(claims["iat"])  # PyJWT checked it is a number
+        try:
+            iat = float(claims["iat"])
+        except (TypeError, ValueError):
+            raise BadSignature("iat: expected a number of seconds") from None
         age = (time.time() if now is None else now) - iat
         if age > self.max_age_seconds:
             raise BadSignature(f"token issued {age:.0f} s ago, over {self.max_age_seconds:g} s")

@@ -38,9 +38,9 @@ async def receive_inbound(
     runtime: Runtime, body: bytes, authorization: str | None, content_type: str = JSON
 ) -> web.Response:
     """Everything after reading the body; the simulator enters here with its signed webhooks."""
-    token: str | None = None
+    jti: str | None = None
     try:
-        token = _verify(runtime, body, authorization)
+        jti = _verify(runtime, body, authorization)
         _check_content_type(content_type)
         config = runtime.bot.config.bot
         stored = await accept(
@@ -48,7 +48,7 @@ async def receive_inbound(
             body,
             bot_number=config.number,
             max_group_size=config.max_group_size,
-            token=token,
+            jti=jti,
         )
     except WebhookRefused as exc:
         return _refused(exc)
@@ -74,7 +74,7 @@ async def status(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     try:
-        token = _verify(runtime, body, request.headers.get("Authorization"))
+        jti = _verify(runtime, body, request.headers.get("Authorization"))
         _check_content_type(request.content_type)
         update = parse_status(body)
     except WebhookRefused as exc:
@@ -86,7 +86,7 @@ async def status(request: web.Request) -> web.Response:
         return invalid(exc, "Invalid message status")
     structlog.contextvars.bind_contextvars(provider_uuid=str(update.message_uuid))
     try:
-        known = await runtime.store.record_status(update, body, time.time(), token=token)
+        known = await runtime.store.record_status(update, body, time.time(), jti=jti)
     except WebhookRefused as exc:
         return _refused(exc)
     except Exception:

@@ -15,6 +15,9 @@ T = TypeVar("T")
 log = structlog.get_logger("groupbot.workers")
 
 MIN_IDLE_SECONDS = 0.005
+# A claim outlives the work's own timeout (handler or request) by this much before another
+# worker may take it over.
+LEASE_MARGIN_SECONDS = 30.0
 
 
 class Worker(ABC, Generic[T]):

@@ -122,3 +122,15 @@ async def test_bad_send_request_is_400_naming_the_field(
     assert response.status == 400
     assert (await response.json())["field"] == field
     assert outbound_rows(bot) == 0
+
+
+async def test_an_oversized_request_is_413_as_a_problem(start_bot: StartBot) -> None:
+    bot = await start_bot({"server": {"max_body_bytes": 2048}})
+
+    response = await bot.client.post(
+        "/api/messages", json={"to": SEED, "text": "x" * 4000}, headers=AUTH
+    )
+
+    assert response.status == 413
+    assert response.content_type == "application/problem+json"
+    assert outbound_rows(bot) == 0

@@ -448,3 +448,14 @@ def test_non_rsa_key_raises_config_error(make_client: MakeClient) -> None:
         make_client("http://127.0.0.1:9", private_key=ec_pem)
 
     assert raised.value.problems == ["provider.private_key: expected an RSA key (the JWT is RS256)"]
+
+
+@pytest.mark.parametrize(("header", "expected"), [("inf", None), ("nan", None), ("86400", 3600.0)])
+async def test_an_unreasonable_retry_after_is_bounded(
+    fake_api: FakeMessagesApi, make_client: MakeClient, header: str, expected: float | None
+) -> None:
+    fake_api.respond(429, {"title": "Rate Limit Hit"}, headers={"Retry-After": header})
+    client = make_client(fake_api.url)
+    with pytest.raises(TransientApiError) as raised:
+        await client.send(docs_message())
+    assert raised.value.retry_after == expected

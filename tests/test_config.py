@@ -442,3 +442,9 @@ def test_yes_no_on_off_stay_words(tmp_path: Path) -> None:
     assert config.routes[0].keywords == ["on", "off", "yes"]
     assert list(config.intents) == ["no"]
     assert config.log.mask_numbers is True
+
+
+def test_an_error_about_a_secret_never_shows_its_value() -> None:
+    problems = problems_of(with_(server={"api_token": ["s3cr3t-value"]}))
+    assert problems[0].startswith(f"{SOURCE}: server.api_token: ")
+    assert "s3cr3t-value" not in problems[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -314,7 +313,8 @@ async def test_conversation_shows_members_messages_and_answers_in_order(store: S
 async def test_claims_of_a_dead_process_are_released_and_a_live_ones_kept(tmp_path: Path) -> None:
     path = tmp_path / "bot.db"
     dead, alive = await SqliteStore.open(path), await SqliteStore.open(path)
-    dead.owner = f"{socket.gethostname()}/{2**22 + 12345}"  # no such pid (above pid_max)
+    namespace = alive.owner.split(":")[0]
+    dead.owner = f"{namespace}:{2**22 + 12345}:1"  # no such pid (above pid_max)
     await accept(dead, "a1", A)
     await dead.enqueue(planned("b-1", B), B.members, NOW)
     await dead.claim_inbound(10, NOW, 60, 5)
@@ -329,3 +329,23 @@ async def test_claims_of_a_dead_process_are_released_and_a_live_ones_kept(tmp_pa
     assert len(await alive.claim_outbound(10, NOW + 1, 60, 8)) == 2
     await dead.close()
     await alive.close()
+
+
+async def test_claims_that_cannot_be_judged_from_here_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    other, here = await SqliteStore.open(path), await SqliteStore.open(path)
+    pid, start = here.owner.split(":")[1:]
+    for n, owner in enumerate(
+        [
+            f"elsewhere-4026531836:{pid}:{start}",  # another host or container
+            f"{here.owner.split(':')[0]}:{pid}:{int(start) + 1}",  # this pid, a later process
+        ]
+    ):
+        other.owner = owner
+        await accept(other, f"m{n}", Group((f"1202555000{n}",)))
+        await other.claim_inbound(10, NOW, 60, 5)
+
+    assert await here.release_orphans() == 1  # only the pid that was reused since
+    assert [i.message_uuid for i in await here.claim_inbound(10, NOW + 1, 60, 5)] == ["m1"]
+    await other.close()
+    await here.close()

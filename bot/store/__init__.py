@@ -144,11 +144,11 @@ class Store(Protocol):
         body: bytes,
         now: float,
         *,
-        token: str | None = None,
+        jti: str | None = None,
     ) -> bool:
         """Store a webhook durably; False when this message_uuid was stored before.
 
-        `token` is the signed webhook's jti: Replayed (nothing stored) if it was seen before.
+        `jti` is the signed webhook token's id: Replayed (nothing stored) if seen before.
         """
         ...
 
@@ -204,7 +204,7 @@ class Store(Protocol):
     async def record_failed(self, item: OutboxItem, error: str, now: float) -> None: ...
 
     async def record_status(
-        self, status: MessageStatus, body: bytes, now: float, *, token: str | None = None
+        self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
     ) -> bool:
         """Attach a delivery status to its outbound message; False when none matches."""
         ...

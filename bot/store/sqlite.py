@@ -48,8 +48,8 @@ class SqliteStore:
         self.path = path
         self._lock = asyncio.Lock()
         self._tokens_seen = 0
-        # Who holds a claim: a process on this host. See release_orphans.
-        self.owner = f"{socket.gethostname()}/{os.getpid()}"
+        # Who holds a claim: this very process. See release_orphans.
+        self.owner = process_identity(os.getpid()) or f"{socket.gethostname()}/{os.getpid()}"
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -101,9 +101,17 @@ class SqliteStore:
             yield self._db
 
     async def release_orphans(self) -> int:
-        """Free at once the claims of processes on this host that are gone (killed, crashed),
-        instead of waiting for their leases to run out; return how many were freed."""
-        host = socket.gethostname()
+        """Free at once the claims of processes that are gone (killed, crashed), instead of
+        waiting for their leases to run out; return how many were freed.
+
+        Only claims whose owner can be checked from here are freed: a process of this host's
+        PID namespace (see process_identity) that no longer runs. Any other owner (another
+        machine, another container) keeps its claims until their leases run out.
+        """
+        here = process_identity(os.getpid())
+        if here is None:
+            return 0
+        namespace = here.split(":", 1)[0]
         async with self._transaction() as db:
             owners = [
                 row[0]
@@ -111,7 +119,7 @@ class SqliteStore:
                 for row in await db.execute_fetchall(
                     f"SELECT DISTINCT owner FROM {table} "  # noqa: S608 - fixed table names
                     "WHERE state IN ('processing', 'sending') AND owner LIKE ?",
-                    (f"{host}/%",),
+                    (f"{namespace}:%",),
                 )
             ]
             dead = [owner for owner in set(owners) if not _alive(owner)]
@@ -126,15 +134,13 @@ class SqliteStore:
                     freed += cursor.rowcount
         return freed
 
-    async def _remember_token(
-        self, db: aiosqlite.Connection, token: str | None, now: float
-    ) -> None:
+    async def _remember_jti(self, db: aiosqlite.Connection, jti: str | None, now: float) -> None:
         """Record a webhook token's jti in the caller's transaction; Replayed if seen before.
 
         Recorded with what it admits, so a webhook that fails to store (and is retried by
         Vonage) leaves no trace that would refuse the retry.
         """
-        if token is None:
+        if jti is None:
             return
         self._tokens_seen += 1
         if self._tokens_seen % TOKEN_PRUNE_EVERY == 0:
@@ -143,10 +149,10 @@ class SqliteStore:
             )
         cursor = await db.execute(
             "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            (token, now),
+            (jti, now),
         )
         if cursor.rowcount != 1:
-            raise Replayed(f"token {token} was used before")
+            raise Replayed(f"token {jti} was used before")
 
     async def ping(self) -> None:
         async with self._reading() as db, db.execute("SELECT 1") as cursor:
@@ -166,10 +172,10 @@ class SqliteStore:
         body: bytes,
         now: float,
         *,
-        token: str | None = None,
+        jti: str | None = None,
     ) -> bool:
         async with self._transaction() as db:
-            await self._remember_token(db, token, now)
+            await self._remember_jti(db, jti, now)
             await _touch_group(db, group_key, members, now)
             cursor = await db.execute(
                 "INSERT OR IGNORE INTO inbound (message_uuid, group_key, body, received_at) "
@@ -327,7 +333,8 @@ class SqliteStore:
     async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> None:
         await self._finish_attempt(
             item,
-            "state = 'sent', message_uuid = ?, sent_at = ?, finished_at = ?, error = NULL",
+            "state = 'sent', message_uuid = COALESCE(?, message_uuid), sent_at = ?, "
+            "finished_at = ?, error = NULL",
             (message_uuid, now, now),
         )
 
@@ -355,14 +362,14 @@ class SqliteStore:
                 raise LeaseLost(f"outbound {item.id} was claimed again")
 
     async def record_status(
-        self, status: MessageStatus, body: bytes, now: float, *, token: str | None = None
+        self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
     ) -> bool:
         uuid = str(status.message_uuid)
         usage = status.usage
         error = status.error
         reason = " ".join(filter(None, (error.title, error.detail))) if error else None
         async with self._transaction() as db:
-            await self._remember_token(db, token, now)
+            await self._remember_jti(db, jti, now)
             await db.execute(
                 "INSERT INTO statuses (message_uuid, status, body, received_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -494,15 +501,27 @@ def _state(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _alive(owner: str) -> bool:
-    """Whether the process behind `owner` (host/pid, this host) still runs."""
+def process_identity(pid: int) -> str | None:
+    """`namespace:pid:start`: the PID namespace (host and container, by its inode), the pid,
+    and when the process started, so a pid reused by a later process is not mistaken for the
+    one that held the claim. None where /proc cannot tell (then nothing is freed early)."""
     try:
-        os.kill(int(owner.rpartition("/")[2]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True  # someone else's process, or a name we cannot read: leave it be
-    return True
+        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (start time) counts from after the command name, which may hold spaces.
+    start = stat.rpartition(")")[2].split()[19]
+    return f"{socket.gethostname()}-{namespace}:{pid}:{start}"
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process that made `owner` (see process_identity) still runs."""
+    try:
+        pid = int(owner.split(":")[1])
+    except (IndexError, ValueError):
+        return True  # not ours to judge
+    return process_identity(pid) == owner
 
 
 async def _touch_group(
@@ -518,12 +537,9 @@ async def _touch_group(
 async def _insert_outbound(
     db: aiosqlite.Connection, outbound: Sequence[OutboxEntry], now: float
 ) -> None:
-    # A broadcast planned again finds its messages already queued and adds none twice; any
-    # other constraint (a missing client_ref, say) still fails loudly.
     await db.executemany(
         "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
-        "body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (broadcast_id, recipient) DO NOTHING",
+        "body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 entry.broadcast_id,
