@@ -2,8 +2,8 @@
 
 route -> handler(ctx) -> template -> broadcast plan. Plain async Python, no I/O of its own:
 the inbox worker loads the group's state before and stores the outcome after, atomically.
-A handler or template that fails is logged with its route and the message's id, and the
-group gets nothing for that message; the bot goes on with the next.
+A handler or template that fails is logged with its route and the message's id; the group
+gets the error template if one is configured, else nothing; the bot goes on with the next.
 """
 
 from __future__ import annotations
