@@ -62,11 +62,13 @@ class InboxWorker(Worker[InboxItem]):
         on_queued: Callable[[], None],
         concurrency: int = 16,
         poll_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__("inbox", concurrency=concurrency, poll_seconds=poll_seconds)
         self.store = store
         self.dispatcher = dispatcher
         self.on_queued = on_queued
+        self.clock = clock  # what "now" is for ctx.expect (the test kit moves it forward)
         self.lease_seconds = dispatcher.timeout_seconds + LEASE_MARGIN_SECONDS
 
     async def claim(self, limit: int) -> list[InboxItem]:
@@ -77,7 +79,7 @@ class InboxWorker(Worker[InboxItem]):
         try:
             message = InboundMessage.model_validate_json(item.body)
             outcome = await self.dispatcher.dispatch(
-                message, Group(item.members), item.state, now=time.time()
+                message, Group(item.members), item.state, now=self.clock()
             )
         except Exception as exc:
             # Not the handler (the dispatcher isolates that): a bug. Record it now rather

@@ -11,7 +11,7 @@ import contextlib
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -125,7 +125,9 @@ def outbox_worker(
 
 
 @contextlib.asynccontextmanager
-async def running(bot: Bot, *, workers: bool = True) -> AsyncIterator[Runtime]:
+async def running(
+    bot: Bot, *, workers: bool = True, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Runtime]:
     """Open the store and provider and (unless `workers` is False) start both workers;
     on exit drain and stop them, then close the provider and the store."""
     config = bot.config
@@ -134,7 +136,7 @@ async def running(bot: Bot, *, workers: bool = True) -> AsyncIterator[Runtime]:
     if freed := await store.release_orphans():
         log.warning("claims_released", count=freed)  # left by a process that was killed
     outbox = outbox_worker(bot, store, provider)
-    inbox = InboxWorker(store, bot.dispatcher, on_queued=outbox.wake)
+    inbox = InboxWorker(store, bot.dispatcher, on_queued=outbox.wake, clock=clock)
     runtime = Runtime(bot, store, provider, inbox, outbox, make_verifier(bot))
     if workers:
         inbox.start()
