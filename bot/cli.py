@@ -22,6 +22,7 @@ from bot.models import invalid_input, normalize_all
 from bot.numbers import display
 from bot.routing import Explanation
 from bot.runtime import running
+from bot.scaffold import new_handler
 from bot.store import OutboxRecord, open_store
 
 
@@ -33,6 +34,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(config.log)
         if args.command == "intents":
             return _intents_eval(config, args)
+        if args.command == "new":
+            written = new_handler(config, args.config, args.name)
+            for path in written.paths:
+                print(f"wrote {path}")
+            print(
+                f"try it: groupbot route '{args.name}'; test it: pytest tests/test_{args.name}.py"
+            )
+            return 0
         if args.command == "run":
             return _run(config, host=args.host, port=args.port)
         bot = build_bot(config)
@@ -129,6 +138,15 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the config's intent_threshold)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    new = commands.add_parser("new", help="start a handler from working code")
+    new_commands = new.add_subparsers(dest="new_command", required=True)
+    new_handler_command = new_commands.add_parser(
+        "handler", help="write a handler, its template, its route and a passing test"
+    )
+    new_handler_command.add_argument("name", help="the handler's name (lower case)")
+    new_handler_command.add_argument(
+        "--config", type=Path, default=default_path(), help="config file to add the route to"
+    )
     status = command("status", "show where each member's message of a conversation stands")
     status.add_argument("id", help="an inbound message_uuid, or a broadcast id from send")
     return parser

@@ -1,0 +1,64 @@
+"""`groupbot new handler NAME`: working code to start from, and config.yaml kept as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from pathlib import Path
+
+from tests.cli_support import environment
+from tests.conftest import ROOT
+from tests.test_cli import groupbot
+
+
+def project(folder: Path) -> Path:
+    """A copy of the shipped project (config, plugins, templates) to scaffold into."""
+    shutil.copy(ROOT / "config.yaml", folder / "config.yaml")
+    shutil.copytree(ROOT / "handlers", folder / "handlers")
+    shutil.copytree(ROOT / "templates", folder / "templates")
+    return folder / "config.yaml"
+
+
+async def test_a_new_handler_is_wired_checked_and_its_test_passes(tmp_path: Path) -> None:
+    config = project(tmp_path)
+    before = config.read_text()
+
+    result = await groupbot("new", "handler", "greet", "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    for path in ("handlers/greet.py", "templates/greet.txt.j2", "tests/test_greet.py"):
+        assert (tmp_path / path).is_file()
+    after = config.read_text()
+    assert (
+        after.replace("handlers.team, handlers.greet]", "handlers.team]").replace(
+            "  - name: greet\n    keywords: [greet]\n"
+            "    handler: greet\n    template: greet.txt.j2\n",
+            "",
+        )
+        == before
+    )  # only the plugin and the route were added; every comment is still there
+    assert (await groupbot("check", "--config", config, cwd=tmp_path)).code == 0
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_greet.py",
+        cwd=tmp_path, env=environment(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, out.decode()
+    assert "1 passed" in out.decode()
+
+
+async def test_a_name_in_use_or_not_a_python_name_is_refused(tmp_path: Path) -> None:
+    config = project(tmp_path)
+    before = config.read_text()
+
+    taken = await groupbot("new", "handler", "van", "--config", config, cwd=tmp_path)
+    bad = await groupbot("new", "handler", "Bad-Name", "--config", config, cwd=tmp_path)
+
+    assert taken.code == 2
+    assert "a route named 'van' is already in" in taken.err
+    assert bad.code == 2
+    assert "expected a Python name in lower case, got 'Bad-Name'" in bad.err
+    assert config.read_text() == before
+    assert not (tmp_path / "tests").exists()
