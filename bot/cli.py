@@ -1,10 +1,11 @@
-"""The `groupbot` command: run, check, route, send, status, intents eval."""
+"""The `groupbot` command: run, check, route, send, status, chat, new handler, intents eval."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from bot.numbers import display
 from bot.routing import Explanation
 from bot.runtime import running
 from bot.scaffold import new_handler
+from bot.simulator.session import Replies, Session, simulated_config
 from bot.store import OutboxRecord, open_store
 
 
@@ -34,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(config.log)
         if args.command == "intents":
             return _intents_eval(config, args)
+        if args.command == "chat":
+            return asyncio.run(_chat(args))
         if args.command == "new":
             written = new_handler(config, args.config, args.name)
             for path in written.paths:
@@ -138,6 +142,14 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the config's intent_threshold)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    chat = command("chat", "talk to the bot as the members of a group, in this terminal")
+    chat.add_argument(
+        "--member",
+        action="append",
+        required=True,
+        metavar="NUMBER",
+        help="a member's number (repeat for each member; the first speaks first)",
+    )
     new = commands.add_parser("new", help="start a handler from working code")
     new_commands = new.add_subparsers(dest="new_command", required=True)
     new_handler_command = new_commands.add_parser(
@@ -306,3 +318,64 @@ def read_intents(path: Path) -> dict[str, list[str]]:
         problem = invalid_input(exc)
         raise InvalidInput(f"--intents: {path}: {problem.field}", problem.message) from None
     return {name: list(settings.examples) for name, settings in parsed.items()}
+
+
+CHAT_HELP = "type a message to send it; /as NUMBER to speak as another member; /quit to leave"
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    """The whole pipeline with the simulator and a throwaway store: nothing leaves the machine."""
+    with tempfile.TemporaryDirectory(prefix="groupbot-chat-") as folder:
+        config = simulated_config(args.config, Path(folder))
+        group = Group.for_broadcast(
+            normalize_all(args.member, "--member"),
+            bot_number=config.bot.number,
+            max_size=config.bot.max_group_size,
+            field="--member",
+        )
+        bot = build_bot(config)
+        async with running(bot) as runtime:
+            session = Session(runtime)
+            chat = session.group(*group.members)
+            speaker = group.members[0]
+            names = ", ".join(display(m) for m in group.members)
+            print(f"group: {names} and the bot {display(config.bot.number)}\n{CHAT_HELP}")
+            while True:
+                print(f"{display(speaker)}> ", end="", flush=True)
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line or line.strip() == "/quit":
+                    return 0
+                text = line.strip()
+                if not text:
+                    continue
+                if text.startswith("/as "):
+                    speaker = _member(text[4:], group) or speaker
+                    continue
+                replies = await chat.say(speaker, text)
+                for member in group.members:
+                    if member != speaker:
+                        print(f"  {display(member)} sees: {display(speaker)}: {text}")
+                for line in _received(replies):
+                    print("  " + line.replace("\n", "\n      "))
+
+
+def _received(replies: Replies) -> list[str]:
+    """What the members got: once for everyone when they all got the same."""
+    texts = [text for received in replies.values() for text in received]
+    if not texts:
+        return ["(the bot stays silent)"]
+    if len(replies) > 1 and all(received == [texts[0]] for received in replies.values()):
+        return [f"everyone gets: {texts[0]}"]
+    return [f"{display(m)} gets: {t}" for m, received in replies.items() for t in received]
+
+
+def _member(raw: str, group: Group) -> str | None:
+    try:
+        number = normalize_all([raw.strip()], "/as")[0]
+    except InvalidInput as exc:
+        print(f"  {exc}")
+        return None
+    if number not in group.members:
+        print(f"  {display(number)} is not in this group")
+        return None
+    return number

@@ -419,3 +419,27 @@ async def test_status_of_an_unknown_id_exits_1(tmp_path: Path) -> None:
 
     assert result.code == 1
     assert "no inbound message or broadcast 'no-such-id'" in result.err
+
+
+async def test_chat_lets_one_type_as_any_member_and_shows_what_each_receives(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "chat", "--config", str(config),
+        "--member", MEMBERS[0], "--member", MEMBERS[1], "--member", MEMBERS[2],
+        cwd=tmp_path, env=environment(),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    script = f"ticket 42\n/as {MEMBERS[2]}\non call\nsee you later\n/quit\n".encode()
+
+    out, err = await asyncio.wait_for(process.communicate(script), COMMAND_SECONDS)
+
+    text = out.decode()
+    assert process.returncode == 0, err.decode()
+    assert "+1 123-456-7892 sees: +1 123-456-7891: ticket 42" in text
+    assert "everyone gets: Ticket #42 is open." in text
+    assert "+1 123-456-7893 gets: [vcard] On-call engineer" in text  # to the speaker alone
+    assert "(the bot stays silent)" in text
+    assert not (tmp_path / "var").exists()  # a throwaway store: nothing kept, nothing sent
