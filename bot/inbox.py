@@ -102,5 +102,4 @@ class InboxWorker(Worker[InboxItem]):
             log.warning("inbound_lease_lost", attempts=item.attempts)
             return
         log.info("inbound_processed", route=outcome.route, queued=len(queued))
-        if queued:
-            self.on_queued()
+        self.on_queued()  # the outbox has work, and the conversation has moved

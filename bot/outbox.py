@@ -9,6 +9,7 @@ cover the request itself; a 429 pauses all sending for its `Retry-After`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -36,6 +37,7 @@ class OutboxWorker(Worker[OutboxItem]):
         concurrency: int = 32,
         poll_seconds: float = 1.0,
         broadcast_id: str | None = None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__("outbox", concurrency=concurrency, poll_seconds=poll_seconds)
         self.store = store
@@ -46,6 +48,7 @@ class OutboxWorker(Worker[OutboxItem]):
         self.lease_seconds = request_timeout_seconds + LEASE_MARGIN_SECONDS
         self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
         self._paused_until = 0.0
+        self.on_change = on_change  # told after each recorded outcome (live web chat)
 
     async def claim(self, limit: int) -> list[OutboxItem]:
         if time.time() < self._paused_until:
@@ -85,6 +88,7 @@ class OutboxWorker(Worker[OutboxItem]):
             await self._send(item)
         except LeaseLost:
             log.warning("send_lease_lost", attempts=item.attempts)
+        self.on_change()
 
     async def _send(self, item: OutboxItem) -> None:
         try:

@@ -12,7 +12,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -22,6 +22,7 @@ from bot.context import Reply
 from bot.core import Bot
 from bot.groups import Group
 from bot.inbox import InboxWorker
+from bot.models import MessageStatus
 from bot.outbox import OutboxWorker
 from bot.ratelimit import SendRate
 from bot.retry import RetryPolicy
@@ -34,6 +35,27 @@ log = structlog.get_logger("groupbot.runtime")
 DRAIN_SECONDS = 10.0
 
 
+class Changes:
+    """A counter that moves whenever a message is stored, answered or sent, so that watchers
+    (the web chat's live updates) wake up instead of polling."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._moved = asyncio.Event()
+
+    def notify(self) -> None:
+        self.version += 1
+        self._moved.set()
+        self._moved = asyncio.Event()
+
+    async def wait(self, seen: int, within_seconds: float) -> int:
+        """The version once it differs from `seen`, or after `within_seconds` regardless."""
+        if self.version == seen:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), within_seconds)
+        return self.version
+
+
 @dataclass
 class Runtime:
     bot: Bot
@@ -42,6 +64,7 @@ class Runtime:
     inbox: InboxWorker
     outbox: OutboxWorker
     verifier: WebhookVerifier | None  # None: signatures are not checked (switched off)
+    changes: Changes = field(default_factory=Changes)
 
     @property
     def alive(self) -> bool:
@@ -104,7 +127,12 @@ def make_provider(bot: Bot) -> Provider:
 
 
 def outbox_worker(
-    bot: Bot, store: Store, provider: Provider, *, broadcast_id: str | None = None
+    bot: Bot,
+    store: Store,
+    provider: Provider,
+    *,
+    broadcast_id: str | None = None,
+    on_change: Callable[[], None] = lambda: None,
 ) -> OutboxWorker:
     settings = bot.config.provider
     retry = settings.retry
@@ -121,6 +149,7 @@ def outbox_worker(
             ttl_seconds=retry.ttl_seconds,
         ),
         broadcast_id=broadcast_id,
+        on_change=on_change,
     )
 
 
@@ -135,9 +164,24 @@ async def running(
     store = await open_store(config.storage.url, root=config.root)
     if freed := await store.release_orphans():
         log.warning("claims_released", count=freed)  # left by a process that was killed
-    outbox = outbox_worker(bot, store, provider)
-    inbox = InboxWorker(store, bot.dispatcher, on_queued=outbox.wake, clock=clock)
-    runtime = Runtime(bot, store, provider, inbox, outbox, make_verifier(bot))
+    changes = Changes()
+    outbox = outbox_worker(bot, store, provider, on_change=changes.notify)
+
+    def queued() -> None:
+        changes.notify()
+        outbox.wake()
+
+    inbox = InboxWorker(store, bot.dispatcher, on_queued=queued, clock=clock)
+    runtime = Runtime(bot, store, provider, inbox, outbox, make_verifier(bot), changes)
+    if isinstance(provider, SimulatorProvider):
+
+        async def report(status: MessageStatus) -> None:
+            await store.record_status(
+                status, status.model_dump_json(by_alias=True).encode(), time.time()
+            )
+            changes.notify()
+
+        provider.on_status = report
     if workers:
         inbox.start()
         outbox.start()

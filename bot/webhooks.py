@@ -62,6 +62,7 @@ async def receive_inbound(
         return problem(503, "Store unavailable", "the message was not stored; retry later")
     if not stored.duplicate:
         runtime.inbox.wake()
+        runtime.changes.notify()
     return web.json_response(
         {"message_uuid": str(stored.message.message_uuid), "duplicate": stored.duplicate}
     )
@@ -92,6 +93,7 @@ async def status(request: web.Request) -> web.Response:
     except Exception:
         log.exception("status_store_failed")
         return problem(503, "Store unavailable", "the status was not stored; retry later")
+    runtime.changes.notify()
     error = update.error.title if update.error else None
     event = "status_recorded" if known else "status_unknown_message"
     log.info(event, status=update.status, error=error)

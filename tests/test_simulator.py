@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,7 +27,7 @@ async def test_a_member_message_is_answered_in_every_members_thread(start_bot: S
     async def answered() -> bool:
         convo = await (await bot.client.get(f"/simulator/groups/{key}")).json()
         phones = [convo["phones"][m] for m in SEED]
-        return all(len(p) == 2 and p[1]["state"] == "sent" for p in phones)
+        return all(len(p) == 2 and p[1]["state"] == "delivered" for p in phones)
 
     await eventually(answered)
     convo = await (await bot.client.get(f"/simulator/groups/{key}")).json()
@@ -38,7 +40,8 @@ async def test_a_member_message_is_answered_in_every_members_thread(start_bot: S
             "ticket 7",
             member == SEED[0],
         )
-        assert (reply["from"], reply["text"], reply["state"]) == (BOT_NUMBER, answer, "sent")
+        assert (reply["from"], reply["text"], reply["state"]) == (BOT_NUMBER, answer, "delivered")
+        assert reply["participants"] == [m for m in SEED if m != member]  # recomputed for each
     assert bot.api.attempts == []  # nothing left the process
 
 
@@ -92,3 +95,25 @@ async def test_web_chat_is_not_served_with_a_real_provider(start_bot: StartBot) 
 
     assert (await bot.client.get("/")).status == 404
     assert (await bot.client.post("/simulator/messages", json={})).status == 404
+
+
+async def test_live_updates_stream_each_change_of_the_conversation(start_bot: StartBot) -> None:
+    bot = await start_bot(SIMULATOR)
+    posted = await bot.client.post(
+        "/simulator/messages", json={"from": SEED[0], "members": SEED, "text": "hello all"}
+    )
+    key = (await posted.json())["group"]
+
+    stream = await bot.client.get(f"/simulator/groups/{key}/events")
+    assert stream.headers["Content-Type"] == "text/event-stream"
+    first = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 5)
+    await bot.client.post(
+        "/simulator/messages", json={"from": SEED[1], "members": SEED, "text": "ticket 9"}
+    )
+    while True:  # events until the bot's answer to ticket 9 shows in a phone
+        event = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 5)
+        if event.startswith(b"data: ") and b"Ticket #9 is open" in event:
+            break
+
+    assert json.loads(first.removeprefix(b"data: "))["phones"][SEED[2]][0]["text"] == "hello all"
+    stream.close()

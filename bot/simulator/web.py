@@ -6,10 +6,13 @@ what each phone shows is read from the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
 from bot.models import Number, invalid_input
+from bot.runtime import Runtime
 from bot.webhooks import receive_inbound
 
 STATIC = Path(__file__).parent / "static"
@@ -57,12 +61,11 @@ async def groups(request: web.Request) -> web.Response:
     return web.json_response([{"key": key, "members": list(members)} for key, members in found])
 
 
-async def conversation(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    key = request.match_info["key"]
+async def _conversation(runtime: Runtime, key: str) -> dict[str, Any] | None:
+    """What every member's phone shows, or None for an unknown group."""
     members = dict(await runtime.store.groups()).get(key)
     if members is None:
-        return problem(404, "No such group", f"no group {key!r}")
+        return None
     entries = await runtime.store.conversation(key)
     phones = {
         member: [
@@ -72,20 +75,24 @@ async def conversation(request: web.Request) -> web.Response:
                 "text": e.text,
                 "state": e.state,
                 "mine": e.sender == member,
+                "participants": list(e.participants),
+                "media": {"kind": e.media_kind, "url": e.media_url} if e.media_kind else None,
             }
             for e in entries
             if e.sender == member or member in e.recipients
         ]
         for member in members
     }
-    return web.json_response(
-        {
-            "key": key,
-            "bot_number": runtime.bot.config.bot.number,
-            "members": members,
-            "phones": phones,
-        }
-    )
+    number = runtime.bot.config.bot.number
+    return {"key": key, "bot_number": number, "members": list(members), "phones": phones}
+
+
+async def conversation(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    found = await _conversation(request.app[RUNTIME], key)
+    if found is None:
+        return problem(404, "No such group", f"no group {key!r}")
+    return web.json_response(found)
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -108,7 +115,53 @@ async def post_message(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[STREAMS] = Streams()
+    app.on_shutdown.append(_close_streams)
     app.router.add_get("/", index)
     app.router.add_get("/simulator/groups", groups)
     app.router.add_get("/simulator/groups/{key}", conversation)
+    app.router.add_get("/simulator/groups/{key}/events", events)
     app.router.add_post("/simulator/messages", post_message)
+
+
+HEARTBEAT_SECONDS = 15.0
+
+
+@dataclass
+class Streams:
+    """The open event streams, told to end when the bot shuts down (a stream never ends by
+    itself, and would hold the shutdown for its whole grace period)."""
+
+    closing: bool = False
+
+
+STREAMS = web.AppKey("simulator_streams", Streams)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the group's conversation, again whenever it changes."""
+    runtime = request.app[RUNTIME]
+    streams = request.app[STREAMS]
+    key = request.match_info["key"]
+    if await _conversation(runtime, key) is None:
+        return problem(404, "No such group", f"no group {key!r}")
+    stream = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await stream.prepare(request)
+    last = b""
+    with contextlib.suppress(ConnectionResetError):
+        while not streams.closing:
+            seen = runtime.changes.version
+            payload = json.dumps(await _conversation(runtime, key)).encode()
+            # A comment line when nothing changed keeps proxies from closing an idle stream.
+            await stream.write(b"data: " + payload + b"\n\n" if payload != last else b": idle\n\n")
+            last = payload
+            await runtime.changes.wait(seen, HEARTBEAT_SECONDS)
+    return stream
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[STREAMS].closing = True
+    if RUNTIME in app:
+        app[RUNTIME].changes.notify()

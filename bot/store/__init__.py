@@ -125,6 +125,9 @@ class ThreadEntry:
     recipients: tuple[str, ...]
     text: str
     state: str
+    participants: tuple[str, ...] = ()  # what the recipient's message listed (bot messages)
+    media_kind: str | None = None
+    media_url: str | None = None
 
 
 class Store(Protocol):

@@ -467,9 +467,18 @@ class SqliteStore:
             )
         for row in outbound:
             sent = OutboundMessage.model_validate_json(row["body"])
-            state = row["status"] or row["state"]
+            media = getattr(sent, sent.message_type) if sent.message_type != "text" else None
             entries.append(
-                ThreadEntry(row["created_at"], sent.from_, (sent.to,), sent.summary(), state)
+                ThreadEntry(
+                    row["created_at"],
+                    sent.from_,
+                    (sent.to,),
+                    sent.text or (media.caption if media else None) or "",
+                    row["status"] or row["state"],
+                    participants=tuple(sent.participants),
+                    media_kind=sent.message_type if media else None,
+                    media_url=media.url if media else None,
+                )
             )
         return sorted(entries, key=lambda e: e.at)
 
