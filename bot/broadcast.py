@@ -13,16 +13,33 @@ from bot.models import OutboundMedia, OutboundMessage, OutboundMms
 
 
 def plan(
-    reply: Reply, group: Group, *, bot_number: str, sender: str | None = None
+    reply: Reply,
+    group: Group,
+    *,
+    bot_number: str,
+    sender: str | None = None,
+    skip: frozenset[str] = frozenset(),
+    keep_skipped_in_participants: bool = True,
 ) -> list[OutboundMessage]:
-    """One message per recipient: the whole group, or only `sender` for `to_sender_only`."""
+    """One message per recipient: the whole group, or only `sender` for `to_sender_only`.
+
+    Members in `skip` (opted out) get nothing; by default they stay in the others'
+    participant lists, so that every handset keeps showing one thread.
+    """
     if reply.to_sender_only:
         if sender is None:
             raise ValueError("a reply to the sender alone needs a sender")
         return [_message(reply, to=sender, participants=[], bot_number=bot_number)]
+    hidden = frozenset() if keep_skipped_in_participants else skip
     return [
-        _message(reply, to=member, participants=group.others(member), bot_number=bot_number)
+        _message(
+            reply,
+            to=member,
+            participants=[m for m in group.others(member) if m not in hidden],
+            bot_number=bot_number,
+        )
         for member in group.members
+        if member not in skip
     ]
 
 

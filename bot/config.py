@@ -153,6 +153,21 @@ class HandlerSettings(_Section):
     error_template: str | None = None
 
 
+class ComplianceSettings(_Section):
+    """10DLC keywords, answered before any route: the sender of a number owns them."""
+
+    business_name: str = "groupbot"
+    stop_words: list[str] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
+    start_words: list[str] = ["START", "UNSTOP", "JOIN"]
+    help_words: list[str] = ["HELP", "INFO"]
+    stop_template: str | None = None  # none: the built-in confirmation
+    start_template: str | None = None
+    help_template: str | None = None
+    # Keep an opted-out member in the others' participant lists, so that every handset keeps
+    # one thread (changing the list starts a new one); they get no message either way.
+    keep_opted_out_in_participants: bool = True
+
+
 class IntentSettings(_Section):
     examples: list[str] = Field(min_length=1)
 
@@ -201,6 +216,7 @@ class Config(_Section):
     storage: StorageSettings = StorageSettings()
     log: LogSettings = LogSettings()
     handlers: HandlerSettings = HandlerSettings()
+    compliance: ComplianceSettings = ComplianceSettings()
     plugins: list[str] = []
     templates: str = "templates"
     routes: list[RouteSettings] = []

@@ -103,6 +103,18 @@ def build_bot(config: Config) -> Bot:
     error_template = config.handlers.error_template
     if error_template is not None and (problem := templates.problem(error_template)):
         problems.append(f"{source}: handlers.error_template: {problem}")
+    compliance = config.compliance
+    for key in ("stop_template", "start_template", "help_template"):
+        name = getattr(compliance, key)
+        if name is not None and (problem := templates.problem(name)):
+            problems.append(f"{source}: compliance.{key}: {problem}")
+    for keyword in compliance.stop_words + compliance.start_words + compliance.help_words:
+        if words(keyword) in keywords:
+            owner, _ = keywords[words(keyword)]
+            problems.append(
+                f"{source}: compliance: {keyword!r} is a carrier keyword, answered before any "
+                f"route, so route {owner!r} would never get it"
+            )
 
     if problems:
         raise ConfigError(problems)
@@ -120,6 +132,7 @@ def build_bot(config: Config) -> Bot:
         bot_number=config.bot.number,
         timeout_seconds=config.handlers.timeout_seconds,
         error_template=error_template,
+        compliance=config.compliance,
     )
     return Bot(config, registry, templates, router, dispatcher)
 

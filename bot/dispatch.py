@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 
 from bot import broadcast
+from bot.compliance import DEFAULT_TEXTS, Action, Keywords
+from bot.config import ComplianceSettings
 from bot.context import Context, Reply
 from bot.exceptions import HandlerError, TemplateError
 from bot.groups import Group
@@ -36,9 +38,13 @@ class Outcome:
     messages: list[OutboundMessage] = field(default_factory=list)
     state: str | None = None  # the group's new state as JSON, when the handler changed it
     error: str | None = None
+    consent: tuple[str, bool] | None = None  # a number that opted out (False) or back in
+    keyword: str | None = None  # the compliance keyword answered, instead of a route
 
     @property
     def route(self) -> str | None:
+        if self.keyword is not None:
+            return self.keyword
         return self.match.route.name if self.match else None
 
 
@@ -56,7 +62,10 @@ class Dispatcher:
         bot_number: str,
         timeout_seconds: float,
         error_template: str | None = None,
+        compliance: ComplianceSettings | None = None,
     ) -> None:
+        self.compliance = compliance or ComplianceSettings()
+        self.keywords = Keywords.of(self.compliance)
         self.router = router
         self.error_template = error_template
         self.handlers = handlers  # by route index, resolved and checked at start-up
@@ -65,8 +74,17 @@ class Dispatcher:
         self.timeout_seconds = timeout_seconds
 
     async def dispatch(
-        self, message: InboundMessage, group: Group, state: dict[str, Any], *, now: float
+        self,
+        message: InboundMessage,
+        group: Group,
+        state: dict[str, Any],
+        *,
+        now: float,
+        opted_out: frozenset[str] = frozenset(),
     ) -> Outcome:
+        action = self.keywords.action(message.body_text)
+        if action is not None:
+            return self._keyword(action, message, group)
         before = json.dumps(state, sort_keys=True)
         state = dict(state)
         expected = _pop_expectation(state, now)
@@ -117,8 +135,49 @@ class Dispatcher:
         if reply is None:
             log.info("reply_none")
             return Outcome(match, state=new_state)
-        messages = broadcast.plan(reply, group, bot_number=self.bot_number, sender=message.sender)
+        messages = self._plan(reply, group, message.sender, opted_out)
         return Outcome(match, messages, state=new_state)
+
+    def _plan(
+        self, reply: Reply, group: Group, sender: str, opted_out: frozenset[str]
+    ) -> list[OutboundMessage]:
+        return broadcast.plan(
+            reply,
+            group,
+            bot_number=self.bot_number,
+            sender=sender,
+            skip=opted_out,
+            keep_skipped_in_participants=self.compliance.keep_opted_out_in_participants,
+        )
+
+    def _keyword(self, action: Action, message: InboundMessage, group: Group) -> Outcome:
+        """STOP, START or HELP: answered to the sender alone, before and instead of routing."""
+        settings = self.compliance
+        template = {
+            "stop": settings.stop_template,
+            "start": settings.start_template,
+            "help": settings.help_template,
+        }[action]
+        variables = {"business": settings.business_name, "sender": message.sender}
+        try:
+            text = (
+                self.templates.render(template, variables)
+                if template
+                else DEFAULT_TEXTS[action].format(business=settings.business_name)
+            )
+        except TemplateError as exc:  # the opt-out itself must happen whatever the template
+            log.error("template_failed", error=str(exc))
+            text = DEFAULT_TEXTS[action].format(business=settings.business_name)
+        log.info("compliance_keyword", action=action)
+        reply = Reply(text, to_sender_only=True)
+        messages = broadcast.plan(reply, group, bot_number=self.bot_number, sender=message.sender)
+        consent = {"stop": False, "start": True, "help": None}[action]
+        return Outcome(
+            None,
+            messages,
+            consent=(message.sender, consent) if consent is not None else None,
+            keyword=action,
+        )
 
     def _failed(self, match: Match, ctx: Context, error: str) -> Outcome:
         """The outcome of a failed handler: the error template to the group, if there is one.

@@ -79,7 +79,11 @@ class InboxWorker(Worker[InboxItem]):
         try:
             message = InboundMessage.model_validate_json(item.body)
             outcome = await self.dispatcher.dispatch(
-                message, Group(item.members), item.state, now=self.clock()
+                message,
+                Group(item.members),
+                item.state,
+                now=self.clock(),
+                opted_out=item.opted_out,
             )
         except Exception as exc:
             # Not the handler (the dispatcher isolates that): a bug. Record it now rather
@@ -97,6 +101,7 @@ class InboxWorker(Worker[InboxItem]):
                 outbound=queued,
                 state=outcome.state,
                 error=outcome.error,
+                consent=outcome.consent,
             )
         except LeaseLost:
             log.warning("inbound_lease_lost", attempts=item.attempts)

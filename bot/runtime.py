@@ -77,9 +77,15 @@ class Runtime:
 
     async def send(self, reply: Reply, group: Group) -> str:
         """Queue a broadcast to `group`; return its id."""
-        number = self.bot.config.bot.number
+        config = self.bot.config
         broadcast_id = f"b-{uuid.uuid4()}"
-        messages = broadcast.plan(reply, group, bot_number=number)
+        messages = broadcast.plan(
+            reply,
+            group,
+            bot_number=config.bot.number,
+            skip=await self.store.opted_out(group.members),
+            keep_skipped_in_participants=config.compliance.keep_opted_out_in_participants,
+        )
         await self.store.enqueue(
             entries(broadcast_id, group.key, messages), group.members, time.time()
         )

@@ -249,13 +249,13 @@ def test_template_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     ("route", "fallback", "text", "expected"),
     [
         (
-            {"name": "fallback", "keywords": ["help"], "template": "hours.txt.j2"},
+            {"name": "fallback", "keywords": ["assist"], "template": "hours.txt.j2"},
             {"handler": "escalate"},
-            "help",
+            "assist",
             "We answer Monday to Friday",  # the route's own template, not escalate
         ),
         (
-            {"name": "fallback", "keywords": ["help"], "handler": "escalate"},
+            {"name": "fallback", "keywords": ["assist"], "handler": "escalate"},
             {"template": "welcome.txt.j2"},
             "good morning",
             "Hello from groupbot!",  # the fallback's template, not the route's handler

@@ -41,6 +41,7 @@ class InboxItem:
     state: dict[str, Any]
     body: bytes
     attempts: int
+    opted_out: frozenset[str] = frozenset()  # members who sent STOP
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,15 @@ class Store(Protocol):
         outbound: Sequence[OutboxEntry],
         state: str | None,
         error: str | None = None,
+        consent: tuple[str, bool] | None = None,
     ) -> None:
-        """Mark processed, queue its outbound messages and save the group state (JSON),
-        atomically; raise LeaseLost (writing nothing) if the item was claimed again."""
+        """Mark processed, queue its outbound messages, save the group state (JSON) and a
+        number's opt-out (False) or opt-in (True), atomically; raise LeaseLost (writing
+        nothing) if the item was claimed again."""
+        ...
+
+    async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
+        """Which of `numbers` sent STOP (and not START since)."""
         ...
 
     async def load_state(self, group_key: str) -> dict[str, Any]: ...

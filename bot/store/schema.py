@@ -68,6 +68,11 @@ MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL
     );
     CREATE INDEX statuses_message ON statuses (message_uuid);
+    CREATE TABLE opt_outs (
+        number TEXT PRIMARY KEY,
+        opted_out_at REAL NOT NULL,
+        source TEXT NOT NULL
+    );
     CREATE TABLE webhook_tokens (
         jti TEXT PRIMARY KEY,
         seen_at REAL NOT NULL

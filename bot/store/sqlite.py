@@ -215,14 +215,17 @@ class SqliteStore:
                 "attempts = attempts + 1 WHERE message_uuid = ?",
                 [(now + lease_seconds, self.owner, row["message_uuid"]) for row in rows],
             )
+            members = {row["message_uuid"]: tuple(json.loads(row["members"])) for row in rows}
+            stopped = await _opted_out(db, [m for group in members.values() for m in group])
         return [
             InboxItem(
                 message_uuid=row["message_uuid"],
                 group_key=row["group_key"],
-                members=tuple(json.loads(row["members"])),
+                members=members[row["message_uuid"]],
                 state=_state(row["state"]),
                 body=bytes(row["body"]),
                 attempts=row["attempts"] + 1,
+                opted_out=stopped & set(members[row["message_uuid"]]),
             )
             for row in rows
         ]
@@ -236,6 +239,7 @@ class SqliteStore:
         outbound: Sequence[OutboxEntry],
         state: str | None,
         error: str | None = None,
+        consent: tuple[str, bool] | None = None,
     ) -> None:
         async with self._transaction() as db:
             # Fenced by the attempt: if our lease ran out and another claim took the message
@@ -261,6 +265,13 @@ class SqliteStore:
                     "UPDATE groups SET state = ?, updated_at = ? WHERE key = ?",
                     (state, now, item.group_key),
                 )
+            if consent is not None:
+                number, subscribed = consent
+                await _set_consent(db, number, subscribed, now, source="keyword")
+
+    async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
+        async with self._reading() as db:
+            return await _opted_out(db, numbers)
 
     async def load_state(self, group_key: str) -> dict[str, Any]:
         async with (
@@ -290,6 +301,15 @@ class SqliteStore:
         broadcast_id: str | None = None,
     ) -> list[OutboxItem]:
         async with self._transaction() as db:
+            # Nothing more to a number after its STOP: messages queued before it are dropped
+            # (its confirmation, queued with the opt-out, still goes).
+            await db.execute(
+                "UPDATE outbound SET state = 'failed', finished_at = ?, lease_until = NULL, "
+                "error = 'recipient opted out (STOP)' WHERE state = 'pending' AND EXISTS ("
+                "SELECT 1 FROM opt_outs o WHERE o.number = outbound.recipient "
+                "AND o.opted_out_at > outbound.created_at)",
+                (now,),
+            )
             # Sends whose process died mid-attempt max_attempts times are given up.
             await db.execute(
                 "UPDATE outbound SET state = 'failed', lease_until = NULL, finished_at = ?, "
@@ -399,6 +419,9 @@ class SqliteStore:
                     "ref": status.client_ref,
                 },
             )
+            if _opted_out_rejection(status):
+                # The carrier says this number sent STOP (1240): never write to it again.
+                await _set_consent(db, status.to, False, now, source="status 1240")
             return cursor.rowcount > 0
 
     async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]:
@@ -498,6 +521,38 @@ class SqliteStore:
         ):
             row = await cursor.fetchone()
         return float(row[0]) if row and row[0] is not None else None
+
+
+async def _opted_out(db: aiosqlite.Connection, numbers: Sequence[str]) -> frozenset[str]:
+    unique = sorted(set(numbers))
+    if not unique:
+        return frozenset()
+    rows = await db.execute_fetchall(
+        f"SELECT number FROM opt_outs WHERE number IN ({', '.join('?' * len(unique))})",  # noqa: S608
+        unique,
+    )
+    return frozenset(row[0] for row in rows)
+
+
+async def _set_consent(
+    db: aiosqlite.Connection, number: str, subscribed: bool, now: float, *, source: str
+) -> None:
+    if subscribed:
+        await db.execute("DELETE FROM opt_outs WHERE number = ?", (number,))
+    else:
+        await db.execute(
+            "INSERT INTO opt_outs (number, opted_out_at, source) VALUES (?, ?, ?) "
+            "ON CONFLICT (number) DO NOTHING",
+            (number, now, source),
+        )
+
+
+def _opted_out_rejection(status: MessageStatus) -> bool:
+    """Vonage's error 1240, Illegal Number: the recipient sent STOP to this sender."""
+    error = status.error
+    if status.status not in ("rejected", "undeliverable") or error is None:
+        return False
+    return error.title == "1240" or (error.type or "").endswith("#1240")
 
 
 def _state(text: str) -> dict[str, Any]:
