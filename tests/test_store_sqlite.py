@@ -349,3 +349,33 @@ async def test_claims_that_cannot_be_judged_from_here_are_kept(tmp_path: Path) -
     assert [i.message_uuid for i in await here.claim_inbound(10, NOW + 1, 60, 5)] == ["m1"]
     await other.close()
     await here.close()
+
+
+async def test_messages_queued_before_a_stop_are_dropped_but_its_confirmation_goes(
+    store: SqliteStore,
+) -> None:
+    stopper = B.members[1]
+    await store.enqueue(planned("b-before", B), B.members, NOW)  # queued, not sent yet
+    await accept(store, "stop", B, NOW + 1)
+    [item] = await claim_in(store, NOW + 1)
+    confirmation = broadcast.plan(
+        Reply("unsubscribed", to_sender_only=True), B, bot_number=BOT_NUMBER, sender=stopper
+    )
+
+    await store.complete_inbound(
+        item,
+        now=NOW + 2,
+        route="stop",
+        outbound=entries("stop", B.key, confirmation),
+        state=None,
+        consent=(stopper, False),
+    )
+    claimed = await claim_out(store, NOW + 3)
+
+    assert await store.opted_out(B.members) == frozenset({stopper})
+    assert sorted((i.broadcast_id, i.message.to) for i in claimed) == [
+        ("b-before", B.members[0]),
+        ("stop", stopper),
+    ]
+    dropped = [r for r in await store.broadcast("b-before") if r.recipient == stopper]
+    assert [(r.state, r.error) for r in dropped] == [("failed", "recipient opted out (STOP)")]
