@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.exceptions import HandlerError
 from bot.groups import Group
@@ -12,6 +14,14 @@ from bot.models import MEDIA_KINDS, ContentItem, InboundMessage, MediaKind
 from bot.templates import Templates
 
 MAX_CAPTION = 3000  # the Messages API's caption maxLength
+# File types the Messages API takes for each kind of MMS attachment (its OpenAPI description);
+# a file attachment may be of any type.
+EXTENSIONS: dict[str, frozenset[str]] = {
+    "image": frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp"}),
+    "audio": frozenset({".mp3", ".amr", ".midi", ".mid", ".wav", ".ac3"}),
+    "video": frozenset({".mp4", ".3gp", ".3gpp", ".avi", ".mpg", ".mpeg"}),
+    "vcard": frozenset({".vcf"}),
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,13 @@ class Media:
             )
         if not self.url.startswith(("https://", "http://")):
             raise HandlerError(f"Media.url: expected an http(s) URL, got {self.url!r}")
+        allowed = EXTENSIONS.get(self.kind)
+        suffix = PurePosixPath(urlsplit(self.url).path).suffix.lower()
+        if allowed is not None and suffix not in allowed:
+            raise HandlerError(
+                f"Media.url: a {self.kind} must be one of {', '.join(sorted(allowed))}, "
+                f"got {suffix or 'no extension'} in {self.url!r}"
+            )
         if self.caption is not None and not self.caption.strip():
             # The API refuses an empty caption (minLength 1): no caption is what was meant.
             object.__setattr__(self, "caption", None)

@@ -102,13 +102,17 @@ def test_vcard_reply_to_sender_is_a_vcard_message_without_mms() -> None:
     }
 
 
+FILES = {"image": "a.png", "audio": "a.mp3", "video": "a.mp4", "file": "a.pdf", "vcard": "a.vcf"}
+
+
 @pytest.mark.parametrize("kind", MEDIA_KINDS)
 def test_every_media_kind_is_sent_under_its_own_field(kind: MediaKind) -> None:
-    reply = getattr(Reply, kind)(f"https://example.com/a.{kind}", caption="c")
+    url = f"https://example.com/{FILES[kind]}"
+    reply = getattr(Reply, kind)(url, caption="c")
     for message in plan(reply, group_of(3), bot_number=BOT):
         body = message.to_api()
         assert body["message_type"] == kind
-        assert body[kind] == {"url": f"https://example.com/a.{kind}", "caption": "c"}
+        assert body[kind] == {"url": url, "caption": "c"}
         assert not {k for k in MEDIA_KINDS if k != kind} & body.keys()
 
 

@@ -132,3 +132,23 @@ def test_an_empty_caption_is_no_caption_and_a_long_one_is_refused() -> None:
     assert Media("image", "https://example.com/a.jpg", caption="  ").caption is None
     with pytest.raises(HandlerError, match=r"Media.caption: expected at most 3000 characters"):
         Media("image", "https://example.com/a.jpg", caption="x" * 3001)
+
+
+@pytest.mark.parametrize(
+    ("kind", "url"),
+    [
+        ("image", "https://example.com/photo.tiff"),
+        ("vcard", "https://example.com/card.txt"),
+        ("audio", "https://example.com/voice"),
+        ("video", "https://example.com/clip.mov?x=1"),
+    ],
+)
+def test_a_media_type_the_api_refuses_is_refused_before_queueing(kind: str, url: str) -> None:
+    with pytest.raises(HandlerError, match=rf"Media.url: a {kind} must be one of"):
+        Media(kind, url)  # type: ignore[arg-type]
+
+
+def test_media_types_the_api_takes_are_accepted() -> None:
+    assert Media("image", "https://example.com/a/Van.JPG?size=2").kind == "image"
+    assert Media("vcard", "https://example.com/on-call.vcf").kind == "vcard"
+    assert Media("file", "https://example.com/invoice").kind == "file"  # any type of file
