@@ -7,6 +7,8 @@ import asyncio
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -58,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_send(bot, args))
         if args.command == "status":
             return asyncio.run(_status(bot, args.id))
+        if args.command == "usage":
+            return asyncio.run(_usage(bot, args.since))
     except ConfigError as exc:
         print(f"groupbot {args.command}: the configuration has problems:", file=sys.stderr)
         for problem in exc.problems:
@@ -158,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     new_handler_command.add_argument("name", help="the handler's name (lower case)")
     new_handler_command.add_argument(
         "--config", type=Path, default=default_path(), help="config file to add the route to"
+    )
+    usage = command("usage", "messages sent and their price, per group and day")
+    usage.add_argument(
+        "--since", required=True, type=_day, metavar="YYYY-MM-DD", help="from this day on (UTC)"
     )
     status = command("status", "show where each member's message of a conversation stands")
     status.add_argument("id", help="an inbound message_uuid, or a broadcast id from send")
@@ -379,3 +387,34 @@ def _member(raw: str, group: Group) -> str | None:
         print(f"  {display(number)} is not in this group")
         return None
     return number
+
+
+def _day(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
+
+
+async def _usage(bot: Bot, since: datetime) -> int:
+    store = await open_store(bot.config.storage.url, root=bot.config.root)
+    try:
+        rows = await store.usage(since.timestamp())
+    finally:
+        await store.close()
+    print(f"{'day':<12}{'group':<20}{'messages':>9}  spend")
+    total = 0
+    spend: dict[str, Decimal] = {}
+    for row in rows:
+        print(f"{row.day:<12}{row.group_key:<20}{row.messages:>9}  {_money(row.spend)}")
+        total += row.messages
+        for currency, amount in row.spend.items():
+            spend[currency] = spend.get(currency, Decimal(0)) + amount
+    print(f"{'total':<32}{total:>9}  {_money(spend)}")
+    return 0
+
+
+def _money(spend: dict[str, Decimal]) -> str:
+    if not spend:
+        return "-"
+    return ", ".join(f"{amount} {currency}" for currency, amount in sorted(spend.items()))

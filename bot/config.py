@@ -168,6 +168,12 @@ class ComplianceSettings(_Section):
     keep_opted_out_in_participants: bool = True
 
 
+class LimitSettings(_Section):
+    # Most messages a group's answers may cost in one (UTC) day; past it the group gets one
+    # notice and no more answers until the next day. Null: no limit.
+    daily_messages: Annotated[int, Field(ge=1)] | None = None
+
+
 class IntentSettings(_Section):
     examples: list[str] = Field(min_length=1)
 
@@ -217,6 +223,7 @@ class Config(_Section):
     log: LogSettings = LogSettings()
     handlers: HandlerSettings = HandlerSettings()
     compliance: ComplianceSettings = ComplianceSettings()
+    limits: LimitSettings = LimitSettings()
     plugins: list[str] = []
     templates: str = "templates"
     routes: list[RouteSettings] = []

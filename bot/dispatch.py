@@ -150,6 +150,12 @@ class Dispatcher:
             keep_skipped_in_participants=self.compliance.keep_opted_out_in_participants,
         )
 
+    def limit_notice(self) -> str:
+        business = self.compliance.business_name
+        return (
+            f"{business} has reached today's message limit for this group; answers resume tomorrow."
+        )
+
     def _keyword(self, action: Action, message: InboundMessage, group: Group) -> Outcome:
         """STOP, START or HELP: answered to the sender alone, before and instead of routing."""
         settings = self.compliance

@@ -10,14 +10,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from datetime import time as dt_time
 
 import structlog
 
+from bot import broadcast
+from bot.context import Reply
 from bot.dispatch import Dispatcher, Outcome
 from bot.exceptions import InvalidInput, LeaseLost
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
-from bot.store import InboxItem, Store, entries
+from bot.store import InboxItem, OutboxEntry, Store, entries
 from bot.workers import LEASE_MARGIN_SECONDS, Worker
 
 log = structlog.get_logger("groupbot.inbox")
@@ -63,13 +67,36 @@ class InboxWorker(Worker[InboxItem]):
         concurrency: int = 16,
         poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
+        daily_limit: int | None = None,
     ) -> None:
         super().__init__("inbox", concurrency=concurrency, poll_seconds=poll_seconds)
         self.store = store
         self.dispatcher = dispatcher
         self.on_queued = on_queued
         self.clock = clock  # what "now" is for ctx.expect (the test kit moves it forward)
+        self.daily_limit = daily_limit  # messages a group's answers may cost per UTC day
         self.lease_seconds = dispatcher.timeout_seconds + LEASE_MARGIN_SECONDS
+
+    async def _within_daily_limit(
+        self, item: InboxItem, queued: list[OutboxEntry], limit: int
+    ) -> list[OutboxEntry]:
+        """The answer if the group's day has room for it; else, once a day, a notice."""
+        now = self.clock()
+        day = datetime.fromtimestamp(now, UTC).date()
+        midnight = datetime.combine(day, dt_time.min, UTC).timestamp()
+        used = await self.store.queued_since(item.group_key, midnight)
+        if used + len(queued) <= limit:
+            return queued
+        log.warning("daily_limit_reached", limit=limit, used=used, wanted=len(queued))
+        notice_id = f"limit-{item.group_key}-{day.isoformat()}"  # one notice a day at most
+        if await self.store.broadcast(notice_id):
+            return []
+        members = Group(item.members)
+        reply = Reply(self.dispatcher.limit_notice())
+        messages = broadcast.plan(
+            reply, members, bot_number=self.dispatcher.bot_number, skip=item.opted_out
+        )
+        return entries(notice_id, item.group_key, messages, inbound_uuid=item.message_uuid)
 
     async def claim(self, limit: int) -> list[InboxItem]:
         return await self.store.claim_inbound(limit, time.time(), self.lease_seconds, MAX_ATTEMPTS)
@@ -93,6 +120,8 @@ class InboxWorker(Worker[InboxItem]):
         queued = entries(
             item.message_uuid, item.group_key, outcome.messages, inbound_uuid=item.message_uuid
         )
+        if queued and self.daily_limit is not None:
+            queued = await self._within_daily_limit(item, queued, self.daily_limit)
         try:
             await self.store.complete_inbound(
                 item,

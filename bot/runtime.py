@@ -177,7 +177,13 @@ async def running(
         changes.notify()
         outbox.wake()
 
-    inbox = InboxWorker(store, bot.dispatcher, on_queued=queued, clock=clock)
+    inbox = InboxWorker(
+        store,
+        bot.dispatcher,
+        on_queued=queued,
+        clock=clock,
+        daily_limit=config.limits.daily_messages,
+    )
     runtime = Runtime(bot, store, provider, inbox, outbox, make_verifier(bot), changes)
     if isinstance(provider, SimulatorProvider):
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -24,6 +25,7 @@ __all__ = [
     "OutboxRecord",
     "Store",
     "ThreadEntry",
+    "UsageRow",
     "entries",
     "open_store",
 ]
@@ -131,6 +133,16 @@ class ThreadEntry:
     media_url: str | None = None
 
 
+@dataclass(frozen=True)
+class UsageRow:
+    """What one group's messages cost on one day (UTC)."""
+
+    day: str  # YYYY-MM-DD
+    group_key: str
+    messages: int  # sent, each billed as one MMS
+    spend: dict[str, Decimal]  # by currency, from the status callbacks' usage.price
+
+
 class Store(Protocol):
     async def ping(self) -> None: ...
 
@@ -229,6 +241,14 @@ class Store(Protocol):
 
     async def conversation(self, group_key: str) -> list[ThreadEntry]:
         """A group's inbound and outbound messages in time order (for the simulator)."""
+        ...
+
+    async def usage(self, since: float) -> list[UsageRow]:
+        """Messages sent and their price, per group and day, from `since` on."""
+        ...
+
+    async def queued_since(self, group_key: str, since: float) -> int:
+        """The group's messages queued since `since` and not failed (they will be billed)."""
         ...
 
     async def next_due(self) -> float | None:

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from bot.store import (
     OutboxItem,
     OutboxRecord,
     ThreadEntry,
+    UsageRow,
 )
 from bot.store.schema import MIGRATIONS
 
@@ -504,6 +506,39 @@ class SqliteStore:
                 )
             )
         return sorted(entries, key=lambda e: e.at)
+
+    async def usage(self, since: float) -> list[UsageRow]:
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                "SELECT date(sent_at, 'unixepoch') AS day, group_key, price, currency "
+                "FROM outbound WHERE state = 'sent' AND sent_at >= ? ORDER BY day, group_key",
+                (since,),
+            )
+        table: dict[tuple[str, str], UsageRow] = {}
+        for row in rows:
+            key = (row["day"], row["group_key"])
+            entry = table.setdefault(key, UsageRow(row["day"], row["group_key"], 0, {}))
+            table[key] = UsageRow(entry.day, entry.group_key, entry.messages + 1, entry.spend)
+            if row["price"] is not None:
+                currency = row["currency"] or "?"
+                try:
+                    price = Decimal(row["price"])
+                except ArithmeticError:
+                    continue  # a price the API wrote oddly is left out, not guessed
+                entry.spend[currency] = entry.spend.get(currency, Decimal(0)) + price
+        return list(table.values())
+
+    async def queued_since(self, group_key: str, since: float) -> int:
+        async with (
+            self._reading() as db,
+            db.execute(
+                "SELECT COUNT(*) FROM outbound WHERE group_key = ? AND created_at >= ? "
+                "AND state != 'failed'",
+                (group_key, since),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.
