@@ -25,7 +25,7 @@ from pydantic import (
 
 from bot.exceptions import ConfigError, InvalidNumber
 from bot.models import field_path
-from bot.numbers import normalize
+from bot.numbers import normalize, only_north_american, reaches_by_mms
 
 DEFAULT_CONFIG = "config.yaml"
 ENV_CONFIG = "GROUPBOT_CONFIG"
@@ -69,9 +69,12 @@ class BotSettings(_Section):
     @classmethod
     def _e164(cls, value: str) -> str:
         try:
-            return normalize(value)
+            number = normalize(value)
         except InvalidNumber as exc:
             raise ValueError(exc.message) from None
+        if not reaches_by_mms(number):
+            raise ValueError(only_north_american(number))
+        return number
 
 
 class RetrySettings(_Section):

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.exceptions import InvalidInput
+from bot.numbers import only_north_american, reaches_by_mms
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Group:
     ) -> Group:
         """The members a broadcast may go to, or InvalidInput naming `field`."""
         members = tuple(dict.fromkeys(n for n in numbers if n != bot_number))
+        for n, member in enumerate(members):
+            if not reaches_by_mms(member):
+                raise InvalidInput(f"{field}[{n}]", only_north_american(member))
         if not members:
             raise InvalidInput(field, "expected at least one number besides the bot's own")
         if len(members) > max_size:

@@ -21,6 +21,7 @@ from bot.dispatch import Dispatcher, Outcome
 from bot.exceptions import InvalidInput, LeaseLost
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
+from bot.numbers import only_north_american, reaches_by_mms
 from bot.store import InboxItem, OutboxEntry, Store, entries
 from bot.workers import LEASE_MARGIN_SECONDS, Worker
 
@@ -44,6 +45,12 @@ async def accept(
     message = parse_inbound(body)
     if message.to != bot_number:
         raise InvalidInput("to", f"expected the bot's number {bot_number}, got {message.to}")
+    for field, number in (
+        ("from", message.sender),
+        *((f"mms.participants[{n}]", p) for n, p in enumerate(message.participants)),
+    ):
+        if number != bot_number and not reaches_by_mms(number):
+            raise InvalidInput(field, only_north_american(number))
     group = Group.of([message.sender, *message.participants], bot_number=bot_number)
     if len(group.members) > max_group_size:
         raise InvalidInput(

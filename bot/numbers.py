@@ -67,3 +67,13 @@ def display(number: str) -> str:
     if parsed.country_code == 1 and len(national) == 10:
         return f"+1 {national[:3]}-{national[3:6]}-{national[6:]}"
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def reaches_by_mms(number: str) -> bool:
+    """Whether group MMS reaches `number` (E.164 digits): US and Canada (+1) only."""
+    return number.startswith("1") and len(number) == 11
+
+
+def only_north_american(number: str) -> str:
+    """Why `number` cannot be in a group MMS, for an error message."""
+    return f"expected a US or Canadian number (+1): group MMS reaches only those, got {number}"

@@ -109,6 +109,7 @@ async def test_admin_api_is_off_without_a_configured_token(start_bot: StartBot) 
         ({"to": SEED, "media": {"kind": "hologram", "url": "https://x.example/a"}}, "media.kind"),
         ({"to": SEED, "media": {"kind": "image", "url": "ftp://x.example/a.jpg"}}, "media"),
         ({"to": [BOT_NUMBER], "text": "hi"}, "to"),
+        ({"to": [SEED[0], "447700900001"], "text": "hi"}, "to[1]"),  # MMS: US and Canada only
         ({"to": [f"1202555{i:04d}" for i in range(11)], "text": "hi"}, "to"),
     ],
 )

@@ -448,3 +448,11 @@ def test_an_error_about_a_secret_never_shows_its_value() -> None:
     problems = problems_of(with_(server={"api_token": ["s3cr3t-value"]}))
     assert problems[0].startswith(f"{SOURCE}: server.api_token: ")
     assert "s3cr3t-value" not in problems[0]
+
+
+def test_the_bot_number_must_reach_group_mms() -> None:
+    problems = problems_of({"bot": {"number": "447700900000"}})
+    assert problems == [
+        f"{SOURCE}: bot.number: expected a US or Canadian number (+1): group MMS reaches only "
+        "those, got 447700900000"
+    ]

@@ -72,16 +72,27 @@ async def test_bad_inbound_body_is_400_naming_the_field_and_nothing_is_stored_or
     assert bot.api.attempts == []
 
 
-async def test_the_docs_inbound_example_is_accepted_and_answered(start_bot: StartBot) -> None:
-    bot = await start_bot(
-        {
-            "bot": {"number": "447700900000"},
-            "routes": [
-                {"name": "sample", "keywords": ["sample text"], "template": "ticket.txt.j2"},
-            ],
-        }
-    )
-    body = (DATA / "vonage" / "inbound-mms-group.example.json").read_bytes()
+async def test_the_docs_inbound_example_is_refused_for_its_uk_numbers(
+    start_bot: StartBot,
+) -> None:
+    # Vonage's example uses UK numbers; group MMS reaches only US and Canadian ones.
+    bot = await start_bot()
+    body = json.loads((DATA / "vonage" / "inbound-mms-group.example.json").read_text())
+    body["to"] = BOT_NUMBER
+
+    response = await bot.post_inbound(body)
+
+    assert response.status == 400
+    problem = await response.json()
+    assert problem["field"] == "from"
+    assert problem["detail"].endswith("group MMS reaches only those, got 447700900001")
+    assert count(bot, "inbound") == 0
+
+
+async def test_the_guides_inbound_example_is_accepted(start_bot: StartBot) -> None:
+    bot = await start_bot()
+    body = json.loads((DATA / "vonage" / "inbound-mms-group.example.json").read_text())
+    body.update(to=BOT_NUMBER, mms={"participants": SEED[1:]}, **{"from": SEED[0]})
 
     response = await bot.post_inbound(body)
 
