@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -65,6 +65,7 @@ class Dispatcher:
         compliance: ComplianceSettings | None = None,
     ) -> None:
         self.compliance = compliance or ComplianceSettings()
+        self.route_names = frozenset(r.name for r in router.routes)
         self.keywords = Keywords.of(self.compliance)
         self.router = router
         self.error_template = error_template
@@ -91,7 +92,7 @@ class Dispatcher:
         match = self.router.match(message.body_text)
         if expected is not None and (match is None or match.kind in ("intent", "fallback")):
             route = self.router.route(expected)
-            match = Match(route, "expect") if route is not None else match
+            match = Match(route, "expect", {"expected": True}) if route is not None else match
         if match is None:
             log.debug("route_none")  # people talking among themselves: the usual case
             changed = json.dumps(state, sort_keys=True)
@@ -107,8 +108,9 @@ class Dispatcher:
             state=state,
             bot_number=self.bot_number,
             templates=self.templates,
-            routes=frozenset(r.name for r in self.router.routes),
+            routes=self.route_names,
         )
+        ctx.consumed_state = json.loads(json.dumps(state))  # as it was, expectation removed
         try:
             reply = await self._answer(route, ctx)
         except _HandlerTimeout:
@@ -120,12 +122,12 @@ class Dispatcher:
         except Exception as exc:
             log.exception("handler_failed")
             return self._failed(match, ctx, f"{type(exc).__name__}: {exc}")
-        if ctx.expecting is not None:
-            expected_route, within = ctx.expecting
-            ctx.state[EXPECT_KEY] = {"route": expected_route, "until": now + within}
         if not isinstance(ctx.state, dict):
             log.error("state_invalid", error=f"ctx.state became {type(ctx.state).__name__}")
             return self._failed(match, ctx, "ctx.state: expected a dict of JSON values")
+        if ctx.expecting is not None:
+            expected_route, within = ctx.expecting
+            ctx.state[EXPECT_KEY] = {"route": expected_route, "until": now + within}
         try:
             after = json.dumps(ctx.state, sort_keys=True)
         except (TypeError, ValueError) as exc:
@@ -186,6 +188,12 @@ class Dispatcher:
         )
 
     def _failed(self, match: Match, ctx: Context, error: str) -> Outcome:
+        outcome = self._failure(match, ctx, error)
+        # The expectation this message answered is used up, even though the handler failed;
+        # the rest of the state stays as it was before the handler ran.
+        return replace(outcome, state=json.dumps(ctx.consumed_state, sort_keys=True))
+
+    def _failure(self, match: Match, ctx: Context, error: str) -> Outcome:
         """The outcome of a failed handler: the error template to the group, if there is one.
 
         The group's state is left as it was; the template sees the usual variables, never

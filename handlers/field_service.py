@@ -49,11 +49,13 @@ DAY = re.compile(
         "please schedule a technician",
     ],
 )
-async def book(ctx: Context) -> str:
+async def book(ctx: Context) -> str | None:
     """Book a visit: ask for the day if the message does not say, and take the next
     message of the group as the answer (ctx.expect)."""
     day = DAY.search(ctx.text)
     if day is None:
+        if ctx.match.get("expected"):
+            return None  # the next line was not a day after all: ask once, then let it be
         ctx.expect("book", within_seconds=600)
         return "Happy to book a visit. Which day suits you?"
     ctx.state["booking"] = {"day": day.group(1).lower(), "by": ctx.sender}

@@ -64,7 +64,7 @@ async def stall(ctx: Context) -> str:
 
 @handler("ask_day")
 async def ask_day(ctx: Context) -> str:
-    if ctx.match:  # asked by keyword
+    if not ctx.match.get("expected"):  # asked by keyword
         ctx.expect("ask", within_seconds=60)
         return "which day?"
     return f"day noted: {ctx.text}"
@@ -74,3 +74,11 @@ async def ask_day(ctx: Context) -> str:
 async def clobber_state(ctx: Context) -> str:
     ctx.state = None  # type: ignore[assignment]  # what a careless handler might do
     return "state gone"
+
+
+@handler("ask_then_fail")
+async def ask_then_fail(ctx: Context) -> str:
+    if ctx.match.get("expected"):
+        raise RuntimeError("no day like that")
+    ctx.expect("ask", within_seconds=60)
+    return "which day?"

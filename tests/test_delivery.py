@@ -171,3 +171,27 @@ async def test_a_handler_that_replaces_the_state_fails_alone(start_bot: StartBot
     )
     answered = await bot.api.wait_for_accepted(2 + 3)
     assert {r.body["text"] for r in answered} == {"echo: ping"}  # both groups go on
+
+
+async def test_a_failing_handler_uses_up_the_expectation_it_answered(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot(
+        config_with({"name": "ask", "keywords": ["ask"], "handler": "ask_then_fail"})
+    )
+    dispatcher = bot.bot.dispatcher
+    group = Group(tuple(GROUP_A))
+
+    def message(text: str) -> InboundMessage:
+        return parse_inbound(json.dumps(inbound(GROUP_A[0], text, GROUP_A[1:])).encode())
+
+    asked = await dispatcher.dispatch(message("ask"), group, {}, now=1000.0)
+    failed = await dispatcher.dispatch(
+        message("monday"), group, json.loads(asked.state or "{}"), now=1001.0
+    )
+    later = await dispatcher.dispatch(
+        message("lol"), group, json.loads(failed.state or "{}"), now=1002.0
+    )
+
+    assert (failed.route, failed.error) == ("ask", "RuntimeError: no day like that")
+    assert later.route is None  # not answered again: the expectation was used up

@@ -111,3 +111,14 @@ async def test_people_talking_among_themselves_get_no_answer(groupbot: Kit) -> N
         "We answer Monday to Friday, 8am to 6pm. "
         'Outside those hours, write "escalate" for urgent help.'
     )
+
+
+async def test_booking_asks_for_the_day_once_then_lets_the_chat_be(groupbot: Kit) -> None:
+    group = groupbot.group(CLIENT, TECHNICIAN)
+
+    asked = await group.say(CLIENT, "could someone come out to fix it?")
+    chat = await group.say(TECHNICIAN, "ok I'll check with my boss")
+    more = await group.say(CLIENT, "thanks")
+
+    assert asked.text == "Happy to book a visit. Which day suits you?"
+    assert (chat.text, more.text) == (None, None)
