@@ -120,8 +120,7 @@ def build_bot(config: Config) -> Bot:
         raise ConfigError(problems)
     classifier = None
     if any(route.intent for route in routes):
-        cache = config.sqlite_path.parent / "cache"
-        classifier = load_or_train(intents, cache).classifier
+        classifier = load_or_train(intents, config.root / "var" / "cache").classifier
     router = Router(
         routes, fallback=fallback, classifier=classifier, threshold=config.intent_threshold
     )

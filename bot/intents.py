@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import stat
+import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import structlog
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion
@@ -72,8 +77,17 @@ class TfidfClassifier:
 
 
 def cache_key(intents: Mapping[str, Sequence[str]]) -> str:
+    """A name for the model of these examples, with everything else that shapes it: a model
+    trained by other code or another scikit-learn never loads."""
     canonical = json.dumps(
-        {"version": MODEL_VERSION, "intents": {k: list(v) for k, v in sorted(intents.items())}},
+        {
+            "version": MODEL_VERSION,
+            "sklearn": sklearn.__version__,
+            "numpy": np.__version__,
+            "background": BACKGROUND_EXAMPLES,
+            "scale": SOFTMAX_SCALE,
+            "intents": {k: list(v) for k, v in sorted(intents.items())},
+        },
         ensure_ascii=False,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
@@ -88,27 +102,46 @@ class Loaded:
 
 def load_or_train(intents: Mapping[str, Sequence[str]], cache_dir: Path | None) -> Loaded:
     """The classifier for these examples: from the cache when they are unchanged, else
-    trained (and cached)."""
+    trained (and cached). A cache that cannot be read or written is a warning, never a
+    failure: training is always the way back."""
     started = time.perf_counter()
     path = cache_dir / f"intents-{cache_key(intents)}.pickle" if cache_dir else None
-    if path is not None and path.exists():
-        try:
-            # Only files this process family wrote, named by the hash of their examples.
-            classifier = pickle.loads(path.read_bytes())  # noqa: S301
-        except Exception:
-            log.warning("intents_cache_unreadable", path=str(path))
-        else:
-            if isinstance(classifier, TfidfClassifier):
-                return Loaded(classifier, trained=False, seconds=time.perf_counter() - started)
+    if path is not None and (classifier := _load(path)) is not None:
+        return Loaded(classifier, trained=False, seconds=time.perf_counter() - started)
     classifier = TfidfClassifier.train(intents)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_bytes(pickle.dumps(classifier))
-        partial.replace(path)  # atomic: a crash never leaves half a model under the real name
-        for stale in path.parent.glob("intents-*.pickle"):  # models of examples since changed
-            if stale != path:
-                stale.unlink(missing_ok=True)
+        _save(path, classifier)
     seconds = time.perf_counter() - started
     log.info("intents_trained", intents=len(intents), seconds=round(seconds, 2))
     return Loaded(classifier, trained=True, seconds=seconds)
+
+
+def _load(path: Path) -> TfidfClassifier | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    # Unpickling runs code: only a file this user wrote, that nobody else may change.
+    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning("intents_cache_untrusted", path=str(path))
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a model from another scikit-learn is not used
+            classifier = pickle.loads(path.read_bytes())  # noqa: S301 - checked above
+    except Exception:
+        log.warning("intents_cache_unreadable", path=str(path))
+        return None
+    return classifier if isinstance(classifier, TfidfClassifier) else None
+
+
+def _save(path: Path, classifier: TfidfClassifier) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A file of its own per writer, renamed into place: processes training at once
+        # never trip over each other, and a crash never leaves half a model.
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as f:
+            f.write(pickle.dumps(classifier))
+        Path(f.name).replace(path)
+    except OSError as exc:
+        log.warning("intents_cache_not_written", path=str(path), error=str(exc))

@@ -17,17 +17,32 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
 
-from bot.config import default_path
-from bot.core import build_bot
-from bot.runtime import running
-from bot.simulator.session import GroupChat, Replies, Session, simulated_config
+if TYPE_CHECKING:
+    from bot.simulator.session import GroupChat, Replies, Session
 
-Kit = Session  # what the fixture gives a test
+    Kit = Session
+
+try:
+    import pytest_asyncio
+except ImportError:  # pytest loads this plugin whenever groupbot is installed
+    pytest_asyncio = None  # type: ignore[assignment]
+
 __all__ = ["GroupChat", "Kit", "Replies", "groupbot"]
+
+
+def __getattr__(name: str) -> Any:
+    # The kit's classes load the whole bot (and scikit-learn): only when a test asks for them,
+    # not at every pytest start.
+    from bot.simulator import session
+
+    kinds = {"Kit": session.Session, "GroupChat": session.GroupChat, "Replies": session.Replies}
+    if name in kinds:
+        return kinds[name]
+    raise AttributeError(name)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,12 +53,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest_asyncio.fixture
-async def groupbot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
+async def _groupbot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
+    from bot.config import default_path
+    from bot.core import build_bot
+    from bot.runtime import running
+    from bot.simulator.session import Session, simulated_config
+
     option = request.config.getoption("--groupbot-config")
     config = simulated_config(Path(option) if option else default_path(), tmp_path)
     bot = build_bot(config)
-    kit: Kit | None = None
+    kit: Session | None = None
 
     def clock() -> float:
         return kit.now() if kit is not None else time.time()
@@ -51,3 +70,14 @@ async def groupbot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     async with running(bot, clock=clock) as runtime:
         kit = Session(runtime)
         yield kit
+
+
+if pytest_asyncio is not None:
+    groupbot = pytest_asyncio.fixture(_groupbot)
+else:
+
+    @pytest.fixture
+    def groupbot() -> None:
+        raise pytest.UsageError(
+            "the groupbot fixture needs pytest-asyncio: pip install 'groupbot[testing]'"
+        )

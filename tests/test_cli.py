@@ -442,4 +442,4 @@ async def test_chat_lets_one_type_as_any_member_and_shows_what_each_receives(
     assert "everyone gets: Ticket #42 is open." in text
     assert "+1 123-456-7893 gets: [vcard] On-call engineer" in text  # to the speaker alone
     assert "(the bot stays silent)" in text
-    assert not (tmp_path / "var").exists()  # a throwaway store: nothing kept, nothing sent
+    assert not (tmp_path / "var" / "groupbot.db").exists()  # a throwaway store, nothing sent

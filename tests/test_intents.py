@@ -59,7 +59,7 @@ def test_unchanged_examples_load_from_the_cache_instead_of_training(tmp_path: Pa
     assert [p.name for p in tmp_path.iterdir()] == [f"intents-{cache_key(INTENTS)}.pickle"]
 
 
-def test_changed_examples_train_again_and_replace_the_old_model(tmp_path: Path) -> None:
+def test_changed_examples_train_again(tmp_path: Path) -> None:
     load_or_train(INTENTS, tmp_path)
     changed = {**INTENTS, "billing": ["how much do i owe", "send me the invoice"]}
 
@@ -67,7 +67,25 @@ def test_changed_examples_train_again_and_replace_the_old_model(tmp_path: Path) 
 
     assert loaded.trained
     assert cache_key(changed) != cache_key(INTENTS)
-    assert [p.name for p in tmp_path.iterdir()] == [f"intents-{cache_key(changed)}.pickle"]
+    assert (tmp_path / f"intents-{cache_key(changed)}.pickle").is_file()
+
+
+def test_a_cache_file_others_may_write_is_not_trusted(tmp_path: Path) -> None:
+    load_or_train(INTENTS, tmp_path)
+    cached = tmp_path / f"intents-{cache_key(INTENTS)}.pickle"
+    cached.chmod(0o666)
+
+    assert load_or_train(INTENTS, tmp_path).trained  # retrained, the file not unpickled
+
+
+def test_a_cache_that_cannot_be_written_is_no_failure(tmp_path: Path) -> None:
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the folder should be")
+
+    loaded = load_or_train(INTENTS, blocked)
+
+    assert loaded.trained
+    assert loaded.classifier.scores("book a visit")[0][0] == "book_visit"
 
 
 def test_an_unreadable_cache_file_is_trained_over(tmp_path: Path) -> None:
