@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,8 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        return _command(parser, args)
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: the usual exit status, no traceback
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
         config = load_config(args.config)
-        configure(config.log)
+        # The chat's own output is the conversation: only warnings and errors beside it.
+        configure(
+            config.log.model_copy(update={"level": "warning"})
+            if args.command == "chat"
+            else config.log
+        )
         if args.command == "intents":
             return _intents_eval(config, args)
         if args.command == "chat":
@@ -348,9 +361,10 @@ async def _chat(args: argparse.Namespace) -> int:
             speaker = group.members[0]
             names = ", ".join(display(m) for m in group.members)
             print(f"group: {names} and the bot {display(config.bot.number)}\n{CHAT_HELP}")
+            lines = _stdin_lines()
             while True:
                 print(f"{display(speaker)}> ", end="", flush=True)
-                line = await asyncio.to_thread(sys.stdin.readline)
+                line = await lines.get()
                 if not line or line.strip() == "/quit":
                     return 0
                 text = line.strip()
@@ -359,12 +373,31 @@ async def _chat(args: argparse.Namespace) -> int:
                 if text.startswith("/as "):
                     speaker = _member(text[4:], group) or speaker
                     continue
-                replies = await chat.say(speaker, text)
+                try:
+                    replies = await chat.say(speaker, text)
+                except AssertionError as exc:  # not answered in time: say so, keep chatting
+                    print(f"  ({exc})")
+                    continue
                 for member in group.members:
                     if member != speaker:
                         print(f"  {display(member)} sees: {display(speaker)}: {text}")
                 for line in _received(replies):
                     print("  " + line.replace("\n", "\n      "))
+
+
+def _stdin_lines() -> asyncio.Queue[str]:
+    """Lines typed, from a daemon thread: Ctrl-C ends the command at once instead of waiting
+    for a blocked read to return ("" marks the end of input)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        loop.call_soon_threadsafe(queue.put_nowait, "")
+
+    threading.Thread(target=read, daemon=True, name="groupbot-chat-input").start()
+    return queue
 
 
 def _received(replies: Replies) -> list[str]:

@@ -1,12 +1,14 @@
 """`groupbot new handler NAME`: a handler module, its template, its route in config.yaml and a
 test that passes, so a new author starts from working code.
 
-config.yaml is edited with ruamel.yaml, which keeps its comments and layout.
+config.yaml is edited with ruamel.yaml, which keeps its comments, quotes and indentation
+(guessed from the file); the new route goes at the end of `routes:`.
 """
 
 from __future__ import annotations
 
 import io
+import keyword
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +16,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from bot.config import Config
 from bot.exceptions import InvalidInput
+from bot.plugins import load_plugins
+from bot.routing import words
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -68,8 +73,21 @@ class Written:
 
 def new_handler(config: Config, config_path: Path, name: str) -> Written:
     """Write the files and the route; InvalidInput (nothing written) if any already exists."""
-    if not NAME.fullmatch(name):
+    if not NAME.fullmatch(name) or keyword.iskeyword(name):
         raise InvalidInput("NAME", f"expected a Python name in lower case, got {name!r}")
+    if any(route.name == name for route in config.routes):
+        raise InvalidInput("NAME", f"a route named {name!r} is already in {config_path}")
+    taken = {words(k): route.name for route in config.routes for k in route.keywords or ()}
+    if words(name) in taken:
+        raise InvalidInput("NAME", f"the keyword {name!r} is used by route {taken[words(name)]!r}")
+    compliance = config.compliance
+    if words(name) in {
+        words(w) for w in compliance.stop_words + compliance.start_words + compliance.help_words
+    }:
+        raise InvalidInput("NAME", f"{name!r} is a carrier keyword (STOP, HELP...)")
+    registry, _ = load_plugins(config.plugins, root=config.root)
+    if name in registry.by_name:
+        raise InvalidInput("NAME", f"a handler named {name!r} is already registered")
     root = config.root
     module = root / "handlers" / f"{name}.py"
     template = config.templates_dir / f"{name}.txt.j2"
@@ -77,8 +95,6 @@ def new_handler(config: Config, config_path: Path, name: str) -> Written:
     for path in (module, template, test):
         if path.exists():
             raise InvalidInput("NAME", f"{path} already exists")
-    if any(route.name == name for route in config.routes):
-        raise InvalidInput("NAME", f"a route named {name!r} is already in {config_path}")
     edited = _with_route(config_path.read_text(encoding="utf-8"), name)
     for folder in (module.parent, test.parent):
         folder.mkdir(parents=True, exist_ok=True)
@@ -92,10 +108,12 @@ def new_handler(config: Config, config_path: Path, name: str) -> Written:
 
 
 def _with_route(text: str, name: str) -> str:
+    _, sequence, offset = load_yaml_guess_indent(text)  # how the file indents "- item"
     yaml = YAML()
     yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.width = 100
+    yaml.indent(mapping=2, sequence=sequence or 2, offset=offset or 0)
+    yaml.width = 4096  # never fold a long line that was one line
+    yaml.explicit_start = text.lstrip().startswith("---")
     yaml.representer.add_representer(
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
     )

@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.cli_support import environment
 from tests.conftest import ROOT
 from tests.test_cli import groupbot
@@ -49,16 +51,50 @@ async def test_a_new_handler_is_wired_checked_and_its_test_passes(tmp_path: Path
     assert "1 passed" in out.decode()
 
 
-async def test_a_name_in_use_or_not_a_python_name_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("van", "a route named 'van' is already in"),
+        ("eta", "the keyword 'eta' is used by route 'status'"),
+        ("post_update", "a handler named 'post_update' is already registered"),
+        ("stop", "'stop' is a carrier keyword"),
+        ("class", "expected a Python name in lower case, got 'class'"),
+        ("Bad-Name", "expected a Python name in lower case, got 'Bad-Name'"),
+    ],
+)
+async def test_a_name_that_would_not_work_is_refused_and_nothing_is_written(
+    tmp_path: Path, name: str, reason: str
+) -> None:
     config = project(tmp_path)
     before = config.read_text()
 
-    taken = await groupbot("new", "handler", "van", "--config", config, cwd=tmp_path)
-    bad = await groupbot("new", "handler", "Bad-Name", "--config", config, cwd=tmp_path)
+    result = await groupbot("new", "handler", name, "--config", config, cwd=tmp_path)
 
-    assert taken.code == 2
-    assert "a route named 'van' is already in" in taken.err
-    assert bad.code == 2
-    assert "expected a Python name in lower case, got 'Bad-Name'" in bad.err
+    assert result.code == 2
+    assert reason in result.err
     assert config.read_text() == before
     assert not (tmp_path / "tests").exists()
+
+
+async def test_the_config_keeps_its_own_indentation(tmp_path: Path) -> None:
+    project(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "---\n"
+        'bot: {number: "11234567890"}\n'
+        "plugins:\n- handlers.support\n"
+        "templates: templates\n"
+        "routes:\n- name: hours   # keep me\n  keywords: [hours]\n  template: hours.txt.j2\n"
+    )
+
+    result = await groupbot("new", "handler", "greet", "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert config.read_text() == (
+        "---\n"
+        'bot: {number: "11234567890"}\n'
+        "plugins:\n- handlers.support\n- handlers.greet\n"
+        "templates: templates\n"
+        "routes:\n- name: hours   # keep me\n  keywords: [hours]\n  template: hours.txt.j2\n"
+        "- name: greet\n  keywords: [greet]\n  handler: greet\n  template: greet.txt.j2\n"
+    )

@@ -43,17 +43,23 @@ class GroupChat:
         self.session = session
         self.members = members
 
-    async def say(self, member: str, text: str, *, within: float = 10.0) -> Replies:
+    async def say(self, member: str, text: str, *, within: float | None = None) -> Replies:
         """`member` writes `text` to the group; the answers, once every one is sent."""
         if member not in self.members:
             raise ValueError(f"{member} is not a member of this group: {self.members}")
-        return await self.session.deliver(member, self.members, text, within)
+        # Long enough for a handler that runs into its timeout, and its error template.
+        limit = within if within is not None else self.session.handler_timeout + 5
+        return await self.session.deliver(member, self.members, text, limit)
 
 
 class Session:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.offset = 0.0
+
+    @property
+    def handler_timeout(self) -> float:
+        return self.runtime.bot.config.handlers.timeout_seconds
 
     def now(self) -> float:
         return time.time() + self.offset

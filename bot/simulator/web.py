@@ -101,6 +101,8 @@ async def post_message(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     structlog.contextvars.clear_contextvars()
     number = runtime.bot.config.bot.number
+    if request.content_type != "application/json":  # no cross-site form posts
+        return problem(415, "Unsupported media type", "expected Content-Type: application/json")
     try:
         said = MemberMessage.model_validate_json(await request.read())
     except ValidationError as exc:
