@@ -23,7 +23,7 @@ from bot.exceptions import ConfigError, InvalidInput
 from bot.groups import Group
 from bot.log import configure
 from bot.models import invalid_input, normalize_all
-from bot.numbers import display
+from bot.numbers import display, normalize
 from bot.routing import Explanation
 from bot.runtime import running
 from bot.scaffold import new_handler
@@ -204,7 +204,7 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
     except OSError as exc:
         print(
             f"groupbot run: cannot listen on {host}:{port}: {exc.strerror}; "
-            "choose another port with --port N (or server.port in the config)",
+            "choose another with --port N (make run PORT=N, or server.port in the config)",
             file=sys.stderr,
         )
         return 1
@@ -272,7 +272,8 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
     async with running(bot, workers=False) as runtime:
         broadcast_id = await runtime.send(reply, group)
         records = await runtime.deliver(broadcast_id, within_seconds=args.wait)
-    print(f"broadcast {broadcast_id} to group {group.key} ({len(records)} members)")
+    count = f"{len(records)} member{'s' if len(records) != 1 else ''}"
+    print(f"broadcast {broadcast_id} to group {group.key} ({count})")
     for record in records:
         print("  " + format_record(record))
     return 0 if all(record.state == "sent" for record in records) else 1
@@ -341,7 +342,9 @@ def read_intents(path: Path) -> dict[str, list[str]]:
     return {name: list(settings.examples) for name, settings in parsed.items()}
 
 
-CHAT_HELP = "type a message to send it; /as NUMBER to speak as another member; /quit to leave"
+CHAT_HELP = (
+    "type a message to send it; /as NUMBER to speak as another member; /help; /quit to leave"
+)
 
 
 async def _chat(args: argparse.Namespace) -> int:
@@ -372,6 +375,9 @@ async def _chat(args: argparse.Namespace) -> int:
                     continue
                 if text.startswith("/as "):
                     speaker = _member(text[4:], group) or speaker
+                    continue
+                if text in ("/help", "/?"):
+                    print(f"  {CHAT_HELP}")
                     continue
                 try:
                     replies = await chat.say(speaker, text)
@@ -412,7 +418,7 @@ def _received(replies: Replies) -> list[str]:
 
 def _member(raw: str, group: Group) -> str | None:
     try:
-        number = normalize_all([raw.strip()], "/as")[0]
+        number = normalize(raw.strip(), field="/as")
     except InvalidInput as exc:
         print(f"  {exc}")
         return None

@@ -43,6 +43,16 @@ BACKGROUND_EXAMPLES = (
     "see you at 5", "good morning everyone", "hi all", "hello", "lol", "haha", "yes", "no",
     "sure", "got it", "perfect", "talk soon", "have a nice day", "👍", "will do", "on it",
     "no problem", "cool", "nice", "bye", "good night", "morning", "agreed",
+    # What people in a group say to each other, days and plans included, so that a day or a
+    # "can we" alone does not make a request.
+    "who is coming to the party tomorrow", "can we get pizza on friday", "see you tomorrow",
+    "are we still on for lunch", "happy birthday", "running 5 minutes late", "on my way",
+    "where should we meet", "what time works for everyone", "i'll be there at noon",
+    "did you see the game", "can you send me the photo", "let's talk monday",
+    "how was your weekend", "i'm at the store, need anything", "traffic is terrible today",
+    "congrats on the new job", "it's raining again", "enjoy your vacation",
+    "can someone pick up the kids", "dinner at 7 tonight?", "let me check and get back to you",
+    "sorry, wrong chat", "i'll call you later", "good luck with the exam",
 )  # fmt: skip
 
 

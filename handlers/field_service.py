@@ -58,5 +58,7 @@ async def book(ctx: Context) -> str | None:
             return None  # the next line was not a day after all: ask once, then let it be
         ctx.expect("book", within_seconds=600)
         return "Happy to book a visit. Which day suits you?"
-    ctx.state["booking"] = {"day": day.group(1).lower(), "by": ctx.sender}
-    return f'Booked: the technician comes {day.group(1).capitalize()}. Reply "status" any time.'
+    when = day.group(1).lower()
+    ctx.state["booking"] = {"day": when, "by": ctx.sender}
+    on = when if when in ("today", "tomorrow") else f"on {when.capitalize()}"
+    return f'Booked: the technician comes {on}. Reply "status" any time.'

@@ -59,7 +59,7 @@ async def test_free_text_books_a_visit_over_two_turns(groupbot: Kit) -> None:
     booked = await group.say(TECHNICIAN, "friday works for me")
 
     assert asked.text == "Happy to book a visit. Which day suits you?"
-    assert booked.text == 'Booked: the technician comes Friday. Reply "status" any time.'
+    assert booked.text == 'Booked: the technician comes on Friday. Reply "status" any time.'
 
 
 async def test_an_answer_after_the_window_is_not_taken_as_the_day(groupbot: Kit) -> None:

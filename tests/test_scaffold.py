@@ -26,23 +26,28 @@ async def test_a_new_handler_is_wired_checked_and_its_test_passes(tmp_path: Path
     config = project(tmp_path)
     before = config.read_text()
 
-    result = await groupbot("new", "handler", "greet", "--config", config, cwd=tmp_path)
+    result = await groupbot("new", "handler", "scaffold_probe", "--config", config, cwd=tmp_path)
 
     assert result.code == 0, result.err
-    for path in ("handlers/greet.py", "templates/greet.txt.j2", "tests/test_greet.py"):
+    for path in (
+        "handlers/scaffold_probe.py",
+        "templates/scaffold_probe.txt.j2",
+        "tests/test_scaffold_probe.py",
+    ):
         assert (tmp_path / path).is_file()
     after = config.read_text()
     assert (
-        after.replace("handlers.team, handlers.greet]", "handlers.team]").replace(
-            "  - name: greet\n    keywords: [greet]\n"
-            "    handler: greet\n    template: greet.txt.j2\n",
+        after.replace("handlers.team, handlers.scaffold_probe]", "handlers.team]").replace(
+            "  - name: scaffold_probe\n    keywords: [scaffold_probe]\n"
+            "    handler: scaffold_probe\n    template: scaffold_probe.txt.j2\n",
             "",
         )
         == before
     )  # only the plugin and the route were added; every comment is still there
     assert (await groupbot("check", "--config", config, cwd=tmp_path)).code == 0
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_greet.py",
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "tests/test_scaffold_probe.py",
         cwd=tmp_path, env=environment(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -87,14 +92,15 @@ async def test_the_config_keeps_its_own_indentation(tmp_path: Path) -> None:
         "routes:\n- name: hours   # keep me\n  keywords: [hours]\n  template: hours.txt.j2\n"
     )
 
-    result = await groupbot("new", "handler", "greet", "--config", config, cwd=tmp_path)
+    result = await groupbot("new", "handler", "scaffold_probe", "--config", config, cwd=tmp_path)
 
     assert result.code == 0, result.err
     assert config.read_text() == (
         "---\n"
         'bot: {number: "11234567890"}\n'
-        "plugins:\n- handlers.support\n- handlers.greet\n"
+        "plugins:\n- handlers.support\n- handlers.scaffold_probe\n"
         "templates: templates\n"
         "routes:\n- name: hours   # keep me\n  keywords: [hours]\n  template: hours.txt.j2\n"
-        "- name: greet\n  keywords: [greet]\n  handler: greet\n  template: greet.txt.j2\n"
+        "- name: scaffold_probe\n  keywords: [scaffold_probe]\n  handler: scaffold_probe\n"
+        "  template: scaffold_probe.txt.j2\n"
     )
