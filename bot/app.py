@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import admin, openapi, webhooks
 from bot.core import Bot
@@ -31,6 +32,15 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         return problem(503, "Not ready", f"store: {type(exc).__name__}")
     return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    for queue, depth in (await runtime.store.depths()).items():
+        runtime.metrics.queue_depth.labels(queue).set(depth)
+    return web.Response(
+        body=runtime.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 def create_app(bot: Bot) -> web.Application:
@@ -60,6 +70,7 @@ def create_app(bot: Bot) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/metrics", metrics)
     if bot.config.provider.kind == "simulator":
         simulator_web.add_routes(app)
     return app

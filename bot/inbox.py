@@ -20,6 +20,7 @@ from bot.context import Reply
 from bot.dispatch import Dispatcher, Outcome
 from bot.exceptions import InvalidInput, LeaseLost
 from bot.groups import Group
+from bot.metrics import Metrics
 from bot.models import InboundMessage, parse_inbound
 from bot.numbers import only_north_american, reaches_by_mms
 from bot.store import InboxItem, OutboxEntry, Store, entries
@@ -75,6 +76,7 @@ class InboxWorker(Worker[InboxItem]):
         poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
         daily_limit: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__("inbox", concurrency=concurrency, poll_seconds=poll_seconds)
         self.store = store
@@ -82,6 +84,7 @@ class InboxWorker(Worker[InboxItem]):
         self.on_queued = on_queued
         self.clock = clock  # what "now" is for ctx.expect (the test kit moves it forward)
         self.daily_limit = daily_limit  # messages a group's answers may cost per UTC day
+        self.metrics = metrics or Metrics()
         self.lease_seconds = dispatcher.timeout_seconds + LEASE_MARGIN_SECONDS
 
     async def _within_daily_limit(
@@ -110,6 +113,7 @@ class InboxWorker(Worker[InboxItem]):
 
     async def handle(self, item: InboxItem) -> None:
         structlog.contextvars.bind_contextvars(message_uuid=item.message_uuid, group=item.group_key)
+        started = time.perf_counter()
         try:
             message = InboundMessage.model_validate_json(item.body)
             outcome = await self.dispatcher.dispatch(
@@ -143,4 +147,9 @@ class InboxWorker(Worker[InboxItem]):
             log.warning("inbound_lease_lost", attempts=item.attempts)
             return
         log.info("inbound_processed", route=outcome.route, queued=len(queued))
+        if outcome.route is not None:
+            self.metrics.routed.labels(outcome.route).inc()
+        if outcome.error is not None:
+            self.metrics.handler_errors.labels(outcome.route or "-").inc()
+        self.metrics.handle_seconds.observe(time.perf_counter() - started)
         self.on_queued()  # the outbox has work, and the conversation has moved

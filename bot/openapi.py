@@ -99,6 +99,17 @@ def document(*, simulator: bool) -> dict[str, Any]:
             }
         },
         "/healthz": {"get": {"summary": "Up", "responses": {"200": _json("The process is up")}}},
+        "/metrics": {
+            "get": {
+                "summary": "Counters, histograms and queue depths for Prometheus",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/readyz": {
             "get": {
                 "summary": "Ready",

@@ -15,6 +15,7 @@ import structlog
 
 from bot.client import Provider
 from bot.exceptions import LeaseLost, PermanentApiError, TransientApiError
+from bot.metrics import Metrics
 from bot.numbers import mask
 from bot.ratelimit import SendRate
 from bot.retry import RetryPolicy
@@ -38,6 +39,7 @@ class OutboxWorker(Worker[OutboxItem]):
         poll_seconds: float = 1.0,
         broadcast_id: str | None = None,
         on_change: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__("outbox", concurrency=concurrency, poll_seconds=poll_seconds)
         self.store = store
@@ -49,6 +51,7 @@ class OutboxWorker(Worker[OutboxItem]):
         self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
         self._paused_until = 0.0
         self.on_change = on_change  # told after each recorded outcome (live web chat)
+        self.metrics = metrics or Metrics()
 
     async def claim(self, limit: int) -> list[OutboxItem]:
         if time.time() < self._paused_until:
@@ -92,8 +95,10 @@ class OutboxWorker(Worker[OutboxItem]):
 
     async def _send(self, item: OutboxItem) -> None:
         try:
-            message_uuid = await self.provider.send(item.message)
+            with self.metrics.send_seconds.time():
+                message_uuid = await self.provider.send(item.message)
         except PermanentApiError as exc:
+            self.metrics.outbound.labels("failed").inc()
             await self.store.record_failed(item, str(exc), time.time())
             log.error("send_failed", error=str(exc), status=exc.status, attempts=item.attempts)
             return
@@ -106,6 +111,7 @@ class OutboxWorker(Worker[OutboxItem]):
             log.exception("send_error", attempts=item.attempts)
             await self._retry_or_give_up(item, f"{type(exc).__name__}: {exc}", None)
             return
+        self.metrics.outbound.labels("sent").inc()
         await self.store.record_sent(item, message_uuid, time.time())
         log.info("sent", provider_uuid=message_uuid, attempts=item.attempts)
 
@@ -116,6 +122,7 @@ class OutboxWorker(Worker[OutboxItem]):
         at = self.policy.next_attempt_at(
             attempts=item.attempts, created_at=item.created_at, now=now, retry_after=retry_after
         )
+        self.metrics.outbound.labels("failed" if at is None else "retry").inc()
         if at is None:
             await self.store.record_failed(item, f"gave up: {error}", now)
             log.error("send_gave_up", error=error, attempts=item.attempts)

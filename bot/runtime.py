@@ -22,6 +22,7 @@ from bot.context import Reply
 from bot.core import Bot
 from bot.groups import Group
 from bot.inbox import InboxWorker
+from bot.metrics import Metrics
 from bot.models import MessageStatus
 from bot.outbox import OutboxWorker
 from bot.ratelimit import SendRate
@@ -65,6 +66,7 @@ class Runtime:
     outbox: OutboxWorker
     verifier: WebhookVerifier | None  # None: signatures are not checked (switched off)
     changes: Changes = field(default_factory=Changes)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def alive(self) -> bool:
@@ -139,6 +141,7 @@ def outbox_worker(
     *,
     broadcast_id: str | None = None,
     on_change: Callable[[], None] = lambda: None,
+    metrics: Metrics | None = None,
 ) -> OutboxWorker:
     settings = bot.config.provider
     retry = settings.retry
@@ -156,6 +159,7 @@ def outbox_worker(
         ),
         broadcast_id=broadcast_id,
         on_change=on_change,
+        metrics=metrics,
     )
 
 
@@ -171,7 +175,8 @@ async def running(
     if freed := await store.release_orphans():
         log.warning("claims_released", count=freed)  # left by a process that was killed
     changes = Changes()
-    outbox = outbox_worker(bot, store, provider, on_change=changes.notify)
+    metrics = Metrics()
+    outbox = outbox_worker(bot, store, provider, on_change=changes.notify, metrics=metrics)
 
     def queued() -> None:
         changes.notify()
@@ -183,8 +188,9 @@ async def running(
         on_queued=queued,
         clock=clock,
         daily_limit=config.limits.daily_messages,
+        metrics=metrics,
     )
-    runtime = Runtime(bot, store, provider, inbox, outbox, make_verifier(bot), changes)
+    runtime = Runtime(bot, store, provider, inbox, outbox, make_verifier(bot), changes, metrics)
     if isinstance(provider, SimulatorProvider):
 
         async def report(status: MessageStatus) -> None:

@@ -51,15 +51,20 @@ async def receive_inbound(
             jti=jti,
         )
     except WebhookRefused as exc:
+        runtime.metrics.inbound.labels("refused_signature").inc()
         return _refused(exc)
     except _WrongContentType as exc:
+        runtime.metrics.inbound.labels("invalid").inc()
         return problem(415, "Unsupported media type", str(exc))
     except InvalidInput as exc:
+        runtime.metrics.inbound.labels("invalid").inc()
         log.warning("inbound_invalid", field=exc.field, reason=exc.message)
         return invalid(exc, "Invalid inbound message")
     except Exception:
+        runtime.metrics.inbound.labels("store_failed").inc()
         log.exception("inbound_store_failed")
         return problem(503, "Store unavailable", "the message was not stored; retry later")
+    runtime.metrics.inbound.labels("duplicate" if stored.duplicate else "stored").inc()
     if not stored.duplicate:
         runtime.inbox.wake()
         runtime.changes.notify()

@@ -251,6 +251,10 @@ class Store(Protocol):
         """The group's messages queued since `since` and not failed (they will be billed)."""
         ...
 
+    async def depths(self) -> dict[str, int]:
+        """Items waiting or in progress: {"inbox": n, "outbox": n}."""
+        ...
+
     async def next_due(self) -> float | None:
         """When the earliest pending outbound message becomes due, if any."""
         ...

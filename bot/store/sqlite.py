@@ -540,6 +540,16 @@ class SqliteStore:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
+    async def depths(self) -> dict[str, int]:
+        async with self._reading() as db:
+            inbox = await db.execute_fetchall(
+                "SELECT COUNT(*) FROM inbound WHERE state IN ('pending', 'processing')"
+            )
+            outbox = await db.execute_fetchall(
+                "SELECT COUNT(*) FROM outbound WHERE state IN ('pending', 'sending')"
+            )
+        return {"inbox": int(next(iter(inbox))[0]), "outbox": int(next(iter(outbox))[0])}
+
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.
         async with (
