@@ -6,27 +6,16 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
 from tests import plugins
-from tests.conftest import DATA, Harness, inbound
-from tests.test_end_to_end import processed
+from tests.conftest import Harness, inbound
+from tests.test_end_to_end import config_with, processed
 
 StartBot = Callable[..., Awaitable[Harness]]
 GROUP_A = ["12025550101", "12025550102", "12025550103"]
 GROUP_B = ["12025550201", "12025550202"]
-
-
-def config_with(*routes: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
-        "routes": list(routes),
-        "plugins": ["tests.plugins"],
-        "templates": str(DATA / "templates"),
-        "handlers": {"error_template": None},
-        **extra,
-    }
 
 
 ECHO = {"name": "echo", "keywords": ["ping"], "handler": "echo"}
