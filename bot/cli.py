@@ -23,6 +23,7 @@ from bot.groups import Group
 from bot.log import configure
 from bot.models import invalid_input, normalize_all
 from bot.numbers import display
+from bot.plugins import load_plugins
 from bot.routing import Explanation
 from bot.runtime import running
 from bot.scaffold import new_handler
@@ -311,14 +312,20 @@ def format_record(record: OutboxRecord) -> str:
 
 
 def _intents_eval(config: Config, args: argparse.Namespace) -> int:
+    per_intent: dict[str, float | None] | None = None
     if args.intents is not None:
         intents = read_intents(args.intents)
     else:
-        intents = intent_examples(config, build_bot(config).registry)
+        # The config's intents, judged as its routes judge them (their own thresholds).
+        registry, problems = load_plugins(config.plugins, root=config.root)
+        if problems:
+            raise ConfigError(problems)
+        intents = intent_examples(config, registry)
+        per_intent = {r.intent: r.threshold for r in config.routes if r.intent is not None}
     if not intents:
         raise InvalidInput("intents", "no intents to evaluate: none in the config or the file")
     threshold = args.threshold if args.threshold is not None else config.intent_threshold
-    report = evaluate(intents, read_labelled(args.data), threshold=threshold)
+    report = evaluate(intents, read_labelled(args.data), threshold=threshold, per_intent=per_intent)
     print(report.as_json() if args.json else report.as_text())
     return 0
 

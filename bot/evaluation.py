@@ -79,8 +79,15 @@ def read_labelled(path: Path) -> list[Labelled]:
 
 
 def evaluate(
-    intents: Mapping[str, Sequence[str]], data: Sequence[Labelled], *, threshold: float
+    intents: Mapping[str, Sequence[str]],
+    data: Sequence[Labelled],
+    *,
+    threshold: float,
+    per_intent: Mapping[str, float | None] | None = None,
 ) -> Report:
+    """Classify as the router would. With `per_intent` (the intent routes of a config: intent
+    -> its route's own threshold, or None for the global one), an intent without a route is
+    out of scope, as it is at run time; without it, every intent counts."""
     started = time.perf_counter()
     classifier = TfidfClassifier.train(intents)
     train_seconds = time.perf_counter() - started
@@ -90,17 +97,16 @@ def evaluate(
         started = time.perf_counter()
         scores = classifier.scores(line.text)
         timings.append((time.perf_counter() - started) * 1000)
-        best = scores[0] if scores else None
-        predicted.append(best[0] if best and best[1] >= threshold else None)
+        predicted.append(_decide(scores, threshold, per_intent))
     in_scope = [
         (line.intent, guess) for line, guess in zip(data, predicted, strict=True) if line.intent
     ]
     oos = [guess for line, guess in zip(data, predicted, strict=True) if line.intent is None]
-    per_intent: dict[str, list[bool]] = {}
+    hits: dict[str, list[bool]] = {}
     for expected, guess in in_scope:
-        per_intent.setdefault(str(expected), []).append(guess == expected)
+        hits.setdefault(str(expected), []).append(guess == expected)
     worst = sorted(
-        ((name, 100 * sum(hits) / len(hits), len(hits)) for name, hits in per_intent.items()),
+        ((name, 100 * sum(right) / len(right), len(right)) for name, right in hits.items()),
         key=lambda row: (row[1], row[0]),
     )[:5]
     confusions = Counter(
@@ -121,6 +127,22 @@ def evaluate(
         worst_intents=worst,
         confusions=[(a, b, n) for (a, b), n in confusions.most_common(5)],
     )
+
+
+def _decide(
+    scores: Sequence[tuple[str, float]],
+    threshold: float,
+    per_intent: Mapping[str, float | None] | None,
+) -> str | None:
+    if not scores:
+        return None
+    intent, confidence = scores[0]
+    if per_intent is not None:
+        if intent not in per_intent:
+            return None  # no route serves it: out of scope at run time
+        own = per_intent[intent]
+        threshold = own if own is not None else threshold
+    return intent if confidence >= threshold else None
 
 
 def _percent(part: int, whole: int) -> float:

@@ -76,3 +76,15 @@ async def test_the_command_prints_one_json_object(tmp_path: Path) -> None:
     assert {"in_scope_accuracy", "oos_recall", "threshold", "train_seconds"} <= set(report)
     assert report["in_scope_accuracy"] == 100.0
     assert report["latency_ms_median"] > 0
+
+
+def test_the_config_s_routes_are_judged_as_the_router_judges_them() -> None:
+    routed_only_booking = evaluate(INTENTS, DATA, threshold=0.4, per_intent={"book_visit": None})
+    strict_booking = evaluate(
+        INTENTS, DATA, threshold=0.4, per_intent={"book_visit": 1.0, "opening_hours": None}
+    )
+
+    # opening_hours has no route: its line is out of scope at run time, so it counts as wrong.
+    assert routed_only_booking.in_scope_accuracy == round(100 * 2 / 3, 2)
+    # book_visit's route asks for full confidence: its two lines fall out of scope.
+    assert strict_booking.in_scope_accuracy == round(100 * 1 / 3, 2)
