@@ -1,0 +1,409 @@
+"""End-to-end throughput: signed webhooks in, one message per member out, against a baseline.
+
+Starts, each as its own process on loopback: a fake Messages API (this file with
+--fake-api PORT; it answers 202 at once and notes when each message arrived), then in turn the
+baseline (bench/baseline_bot.py: hand-written aiohttp, no framework, no store, no signature
+check) and groupbot (`python -m bot run`, Vonage provider, signatures verified, SQLite store,
+no rate limit, one template route answering "ping"). This process posts N signed webhooks
+("ping <message_uuid>" from a 3-member group, a different group each) at concurrency C and
+waits until the fake API has seen 3 * N messages or the deadline passes. It prints inbound
+webhooks per second (N over the time from the first webhook sent to the last member message
+received), the webhook answer latency, the webhook-to-last-member-message latency and the bot
+process's peak RSS. With two cores or more, the bot is pinned to core 0 and this process and
+the fake API to core 1.
+
+    .venv/bin/python bench/e2e.py [--n 3000] [--c 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from asyncio.subprocess import Process
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import yaml
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+BOT = "11234567890"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+START_SECONDS = 30.0  # most a process may take to answer its readiness check
+
+
+# --- the fake Messages API (its own process) -------------------------------------------------
+
+Record = tuple[str, str, list[str], float]  # message_uuid found in the text, to, participants, t
+
+
+def fake_api_app() -> web.Application:
+    records: list[Record] = []
+    refused = [0]  # bodies whose participants are not the other two members
+
+    async def messages(request: web.Request) -> web.Response:
+        arrived = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
+        body = await request.json()
+        to = str(body.get("to", ""))
+        participants = [str(p) for p in (body.get("mms") or {}).get("participants", [])]
+        if len(set(participants)) != 2 or to in participants or BOT in participants:
+            refused[0] += 1
+        found = UUID_RE.search(str(body.get("text", "")))
+        records.append((found.group(0) if found else "", to, participants, arrived))
+        return web.json_response({"message_uuid": str(uuid.uuid4())}, status=202)
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response({"count": len(records)})
+
+    async def dump(request: web.Request) -> web.Response:
+        return web.json_response({"records": records, "refused": refused[0]})
+
+    async def reset(request: web.Request) -> web.Response:
+        records.clear()
+        refused[0] = 0
+        return web.json_response({"count": 0})
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_get("/count", count)
+    app.router.add_get("/records", dump)
+    app.router.add_post("/reset", reset)
+    return app
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    system: str
+    webhooks: int
+    answered_ok: int
+    delivered: int  # member messages of this run's webhooks that reached the fake API
+    complete: int  # webhooks whose 3 member messages all arrived
+    wrong_members: int
+    inbound_per_second: float
+    answer_ms: list[float]
+    last_member_ms: list[float]
+    peak_mb: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def member(i: int) -> str:
+    return f"1{202 + i // 10000}555{i % 10000:04d}"  # 1202555XXXX, then 1203555XXXX, ...
+
+
+def group_of(n: int) -> list[str]:
+    return [member(3 * n + k) for k in range(3)]
+
+
+def webhooks(n: int, secret: str) -> list[tuple[str, bytes, dict[str, str]]]:
+    """N signed webhooks: (message_uuid, body, headers), signed as Vonage signs them."""
+    made = []
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for g in range(n):
+        members = group_of(g)
+        message_uuid = str(uuid.uuid4())
+        body = json.dumps(
+            {
+                "channel": "mms",
+                "message_uuid": message_uuid,
+                "to": BOT,
+                "from": members[0],
+                "timestamp": stamp,
+                "message_type": "text",
+                "text": f"ping {message_uuid}",
+                "mms": {"participants": members[1:]},
+            }
+        ).encode()
+        claims = {
+            "iat": int(time.time()),
+            "jti": str(uuid.uuid4()),
+            "iss": "Vonage",
+            "payload_hash": hashlib.sha256(body).hexdigest(),
+        }
+        token = jwt.encode(claims, secret, algorithm="HS256")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        made.append((message_uuid, body, headers))
+    return made
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, process: Process) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url}: not ready after {START_SECONDS:g} s")
+
+
+def peak_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+async def stop(process: Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await asyncio.wait_for(process.wait(), 5)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def drive(
+    url: str, requests: list[tuple[str, bytes, dict[str, str]]], concurrency: int
+) -> tuple[list[float], list[float], list[int]]:
+    """Post every webhook, `concurrency` at a time: send times, answer times, statuses."""
+    sent = [0.0] * len(requests)
+    answered = [0.0] * len(requests)
+    statuses = [0] * len(requests)
+    pending = iter(range(len(requests)))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            for i in pending:
+                _, body, headers = requests[i]
+                sent[i] = time.monotonic()
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        statuses[i] = response.status
+                except (aiohttp.ClientError, TimeoutError):
+                    statuses[i] = -1
+                answered[i] = time.monotonic()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return sent, answered, statuses
+
+
+async def run_one(
+    system: str,
+    command: list[str],
+    port: int,
+    api_url: str,
+    requests: list[tuple[str, bytes, dict[str, str]]],
+    concurrency: int,
+    deadline_seconds: float,
+    log: Path,
+) -> Result:
+    n = len(requests)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as control:
+        async with control.post(api_url + "/reset") as response:
+            await response.read()
+        with log.open("wb") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
+            )
+        try:
+            await wait_ready(control, f"http://127.0.0.1:{port}/readyz", process)
+            deadline = time.monotonic() + deadline_seconds
+            url = f"http://127.0.0.1:{port}/webhooks/inbound"
+            sent, answered, statuses = await asyncio.wait_for(
+                drive(url, requests, concurrency), deadline_seconds
+            )
+            while time.monotonic() < deadline:
+                async with control.get(api_url + "/count") as response:
+                    if (await response.json())["count"] >= 3 * n:
+                        break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)  # any extra message (there should be none) shows up too
+            async with control.get(api_url + "/records") as response:
+                dump: dict[str, Any] = await response.json()
+            peak = peak_mb(process.pid)
+        finally:
+            await stop(process)
+    index = {message_uuid: i for i, (message_uuid, _, _) in enumerate(requests)}
+    arrivals: dict[int, list[float]] = {}
+    wrong = 0
+    for message_uuid, to, participants, arrived in dump["records"]:
+        i = index.get(message_uuid)
+        if i is None:
+            wrong += 1
+            continue
+        members = set(group_of(i))
+        if to not in members or set(participants) != members - {to}:
+            wrong += 1
+        arrivals.setdefault(i, []).append(arrived)
+    complete = {i: max(times) for i, times in arrivals.items() if len(times) >= 3}
+    delivered = sum(len(times) for times in arrivals.values())
+    last = max((t for times in arrivals.values() for t in times), default=float("nan"))
+    ok = [i for i in range(n) if statuses[i] == 200]
+    return Result(
+        system=system,
+        webhooks=n,
+        answered_ok=len(ok),
+        delivered=delivered,
+        complete=len(complete),
+        wrong_members=wrong + int(dump["refused"]),
+        inbound_per_second=len(complete) / (last - min(sent)) if complete else 0.0,
+        answer_ms=[(answered[i] - sent[i]) * 1000 for i in ok],
+        last_member_ms=[(t - sent[i]) * 1000 for i, t in complete.items()],
+        peak_mb=peak,
+    )
+
+
+def write_config(folder: Path, api_url: str, secret: str) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (folder / "key.pem").write_bytes(pem)
+    (folder / "pong.txt.j2").write_text("pong {{ text }}")
+    config = {
+        "bot": {"number": BOT},
+        "provider": {
+            "kind": "vonage",
+            "api_url": api_url,
+            "application_id": "bench",
+            "private_key": str(folder / "key.pem"),
+            "signature_secret": secret,
+            "verify_signatures": True,
+            "rate_limit_per_second": None,
+        },
+        "server": {"host": "127.0.0.1"},
+        "storage": {"url": f"sqlite:///{folder / 'bench.db'}"},
+        "log": {"level": "warning", "format": "json"},
+        "plugins": [],
+        "templates": str(folder),
+        "routes": [{"name": "ping", "keywords": ["ping"], "template": "pong.txt.j2"}],
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def show(results: list[Result]) -> None:
+    print(
+        f"{'system':<10}{'done':>12}{'inbound/s':>11}{'answer p50':>12}{'p99 ms':>8}"
+        f"{'last member p50':>17}{'p99 ms':>8}{'peak MB':>9}"
+    )
+    for r in results:
+        done = f"{r.complete}/{r.webhooks}"
+        print(
+            f"{r.system:<10}{done:>12}{r.inbound_per_second:>11.1f}"
+            f"{percentile(r.answer_ms, 0.5):>12.1f}{percentile(r.answer_ms, 0.99):>8.1f}"
+            f"{percentile(r.last_member_ms, 0.5):>17.1f}{percentile(r.last_member_ms, 0.99):>8.1f}"
+            f"{r.peak_mb:>9.1f}"
+        )
+    by_name = {r.system: r for r in results}
+    base, ours = by_name.get("baseline"), by_name.get("groupbot")
+    if base and ours and base.inbound_per_second:
+        ratio = ours.inbound_per_second / base.inbound_per_second
+        print(f"throughput groupbot / baseline: {ratio:.3f}")
+    for r in results:
+        problems = []
+        if r.answered_ok != r.webhooks:
+            problems.append(f"{r.webhooks - r.answered_ok} webhooks not answered 200")
+        if r.delivered != 3 * r.webhooks:
+            problems.append(f"{r.delivered} member messages, expected {3 * r.webhooks}")
+        if r.wrong_members:
+            problems.append(f"{r.wrong_members} messages to the wrong members or unknown")
+        if problems:
+            print(f"{r.system}: " + "; ".join(problems))
+
+
+async def main(n: int, concurrency: int, deadline: float) -> None:
+    cores = os.cpu_count() or 1
+    pin_bot: list[str] = []
+    pin_rest: list[str] = []
+    if cores > 1:
+        pin_bot, pin_rest = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+        os.sched_setaffinity(0, {1})
+    secret = secrets.token_hex(32)  # 64 characters
+    api_port = free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    with tempfile.TemporaryDirectory(prefix="groupbot-e2e-") as tmp:
+        folder = Path(tmp)
+        config = write_config(folder, api_url, secret)
+        api = await asyncio.create_subprocess_exec(
+            *pin_rest, PYTHON, __file__, "--fake-api", str(api_port),
+            stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        results = []
+        try:
+            async with aiohttp.ClientSession() as control:
+                await wait_ready(control, api_url + "/count", api)
+            for system in ("baseline", "groupbot"):
+                port = free_port()
+                if system == "baseline":
+                    script = str(ROOT / "bench" / "baseline_bot.py")
+                    args = [script, "--port", str(port), "--api-url", api_url]
+                else:
+                    args = ["-m", "bot", "run", "--config", str(config), "--port", str(port)]
+                log = folder / f"{system}.log"
+                try:
+                    result = await run_one(
+                        system, [*pin_bot, PYTHON, *args], port, api_url,
+                        webhooks(n, secret), concurrency, deadline, log,
+                    )  # fmt: skip
+                except (RuntimeError, TimeoutError) as exc:
+                    tail = log.read_text(errors="replace")[-2000:]
+                    print(f"{system}: failed: {exc!r}\n{tail}", file=sys.stderr)
+                    continue
+                results.append(result)
+        finally:
+            await stop(api)
+    print(f"N={n} webhooks, concurrency {concurrency}, {cores} cores"
+          + (" (bot on core 0, driver and fake API on core 1)" if cores > 1 else ""))  # fmt: skip
+    show(results)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000, help="webhooks to send (default 3000)")
+    parser.add_argument("--c", type=int, default=32, help="webhooks in flight (default 32)")
+    parser.add_argument("--deadline", type=float, default=120.0, help="seconds per system")
+    parser.add_argument("--fake-api", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.fake_api is not None:
+        web.run_app(fake_api_app(), host="127.0.0.1", port=options.fake_api, print=None,
+                    access_log=None)  # fmt: skip
+    else:
+        asyncio.run(main(max(1, options.n), max(1, options.c), options.deadline))
