@@ -94,3 +94,23 @@ async def test_a_whole_conversation_as_the_members_see_it(browser: Browser, chat
 
     await expect(phones.nth(0).locator(".bubble").last).to_contain_text("see you all at noon")
     await expect(phones.nth(0).locator(".bubble.bot")).to_have_count(2)  # no answer to that
+
+
+async def test_a_group_of_numbers_that_cannot_be_one_is_explained(
+    browser: Browser, chat_url: str
+) -> None:
+    page = await browser.new_page()
+    await page.goto(chat_url)
+
+    await page.locator("#numbers").fill("2025550121, 12025550122")
+    await page.get_by_role("button", name="Open group").click()
+    await expect(page.locator("#problem")).to_have_text(
+        "2025550121: expected a US or Canadian number with its 1, like 12025550121"
+    )
+    await page.locator("#numbers").fill("12025550121")
+    await page.get_by_role("button", name="Open group").click()
+
+    await expect(page.locator("#problem")).to_have_text(
+        "a group has 2 to 10 members besides the bot"
+    )
+    await expect(page.locator(".phone")).to_have_count(0)
