@@ -1,0 +1,257 @@
+"""The SQLite store's outbox: messages queued, claimed one per member in order, their
+outcomes fenced by attempt, delivery statuses, and what they cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from bot.models import MessageStatus, OutboundMessage
+from bot.store import (
+    LeaseLost,
+    OutboxEntry,
+    OutboxItem,
+    OutboxRecord,
+    UsageRow,
+)
+from bot.store.sqlite_base import SqliteBase, _insert_outbound, _set_consent, _touch_group
+
+# Later statuses never give way to earlier ones arriving late (Vonage does not order them).
+_STATUS_RANK = "CASE WHEN {0} IS NULL THEN 0 WHEN {0} = 'submitted' THEN 1 ELSE 2 END"
+
+
+class OutboxQueries(SqliteBase):
+    async def enqueue(
+        self, outbound: Sequence[OutboxEntry], members: Sequence[str], now: float
+    ) -> None:
+        async with self._transaction() as db:
+            for group_key in {entry.group_key for entry in outbound}:
+                await _touch_group(db, group_key, members, now)
+            await _insert_outbound(db, outbound, now)
+
+    async def claim_outbound(
+        self,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+        *,
+        broadcast_id: str | None = None,
+    ) -> list[OutboxItem]:
+        async with self._transaction() as db:
+            # Nothing more to a number after its STOP: messages queued before it are dropped
+            # (its confirmation, queued with the opt-out, still goes).
+            await db.execute(
+                "UPDATE outbound SET state = 'failed', finished_at = ?, lease_until = NULL, "
+                "error = 'recipient opted out (STOP)' WHERE state = 'pending' AND EXISTS ("
+                "SELECT 1 FROM opt_outs o WHERE o.number = outbound.recipient "
+                "AND o.opted_out_at > outbound.created_at)",
+                (now,),
+            )
+            # Sends whose process died mid-attempt max_attempts times are given up.
+            await db.execute(
+                "UPDATE outbound SET state = 'failed', lease_until = NULL, finished_at = ?, "
+                "error = 'gave up after ' || attempts || ' attempts that did not finish' "
+                "WHERE state = 'sending' AND lease_until < ? AND attempts >= ?",
+                (now, now, max_attempts),
+            )
+            async with db.execute(
+                """
+                SELECT o.id, o.broadcast_id, o.group_key, o.body, o.attempts, o.created_at
+                FROM outbound o
+                WHERE o.id IN (
+                    SELECT MIN(id) FROM outbound
+                    WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
+                )
+                AND ((o.state = 'pending' AND o.next_attempt_at <= ?)
+                     OR (o.state = 'sending' AND o.lease_until < ?))
+                AND (? IS NULL OR o.broadcast_id = ?)
+                ORDER BY o.id LIMIT ?
+                """,
+                (now, now, broadcast_id, broadcast_id, limit),
+            ) as cursor:
+                rows = list(await cursor.fetchall())
+            await db.executemany(
+                "UPDATE outbound SET state = 'sending', lease_until = ?, owner = ?, "
+                "attempts = attempts + 1 WHERE id = ?",
+                [(now + lease_seconds, self.owner, row["id"]) for row in rows],
+            )
+        return [
+            OutboxItem(
+                id=row["id"],
+                broadcast_id=row["broadcast_id"],
+                group_key=row["group_key"],
+                message=OutboundMessage.model_validate_json(row["body"]),
+                attempts=row["attempts"] + 1,
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> None:
+        await self._finish_attempt(
+            item,
+            "state = 'sent', message_uuid = COALESCE(?, message_uuid), sent_at = ?, "
+            "finished_at = ?, error = NULL",
+            (message_uuid, now, now),
+        )
+
+    async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None:
+        await self._finish_attempt(
+            item, "state = 'pending', error = ?, next_attempt_at = ?", (error, next_attempt_at)
+        )
+
+    async def record_failed(self, item: OutboxItem, error: str, now: float) -> None:
+        await self._finish_attempt(
+            item, "state = 'failed', error = ?, finished_at = ?", (error, now)
+        )
+
+    async def _finish_attempt(
+        self, item: OutboxItem, assignments: str, values: tuple[object, ...]
+    ) -> None:
+        async with self._transaction() as db:
+            # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
+            cursor = await db.execute(
+                f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
+                "WHERE id = ? AND state = 'sending' AND attempts = ?",
+                (*values, item.id, item.attempts),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLost(f"outbound {item.id} was claimed again")
+
+    async def record_status(
+        self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
+    ) -> bool:
+        uuid = str(status.message_uuid)
+        usage = status.usage
+        error = status.error
+        reason = " ".join(filter(None, (error.title, error.detail))) if error else None
+        async with self._transaction() as db:
+            await self._remember_jti(db, jti, now)
+            await db.execute(
+                "INSERT INTO statuses (message_uuid, status, body, received_at) "
+                "VALUES (?, ?, ?, ?)",
+                (uuid, status.status, body.decode("utf-8", "replace"), now),
+            )
+            # client_ref finds the message even when the status overtakes our own record of
+            # the send (the API may call back before record_sent commits).
+            cursor = await db.execute(
+                f"""
+                UPDATE outbound SET
+                    message_uuid = COALESCE(message_uuid, :uuid),
+                    status = CASE WHEN {_STATUS_RANK.format(":status")}
+                        >= {_STATUS_RANK.format("status")} THEN :status ELSE status END,
+                    status_error = COALESCE(:reason, status_error),
+                    status_at = :now,
+                    price = COALESCE(:price, price),
+                    currency = COALESCE(:currency, currency)
+                WHERE message_uuid = :uuid OR (:ref IS NOT NULL AND client_ref = :ref)
+                """,  # noqa: S608 - fixed SQL
+                {
+                    "uuid": uuid,
+                    "status": status.status,
+                    "reason": reason,
+                    "now": now,
+                    "price": usage.price if usage else None,
+                    "currency": usage.currency if usage else None,
+                    "ref": status.client_ref,
+                },
+            )
+            if _opted_out_rejection(status):
+                # The carrier says this number sent STOP (1240): never write to it again.
+                await _set_consent(db, status.to, False, now, source="status 1240")
+            return cursor.rowcount > 0
+
+    async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]:
+        async with (
+            self._reading() as db,
+            db.execute(
+                "SELECT id, broadcast_id, recipient, state, attempts, message_uuid, error, "
+                "status, status_error, body FROM outbound WHERE broadcast_id = ? ORDER BY id",
+                (broadcast_id,),
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [
+            OutboxRecord(
+                id=row["id"],
+                broadcast_id=row["broadcast_id"],
+                recipient=row["recipient"],
+                state=row["state"],
+                attempts=row["attempts"],
+                message_uuid=row["message_uuid"],
+                error=row["error"],
+                status=row["status"],
+                status_error=row["status_error"],
+                text=OutboundMessage.model_validate_json(row["body"]).summary(),
+            )
+            for row in rows
+        ]
+
+    async def usage(self, since: float) -> list[UsageRow]:
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                "SELECT date(sent_at, 'unixepoch') AS day, group_key, price, currency "
+                "FROM outbound WHERE state = 'sent' AND sent_at >= ? ORDER BY day, group_key",
+                (since,),
+            )
+        table: dict[tuple[str, str], UsageRow] = {}
+        for row in rows:
+            key = (row["day"], row["group_key"])
+            entry = table.setdefault(key, UsageRow(row["day"], row["group_key"], 0, {}))
+            table[key] = UsageRow(entry.day, entry.group_key, entry.messages + 1, entry.spend)
+            if row["price"] is not None:
+                currency = row["currency"] or "?"
+                try:
+                    price = Decimal(row["price"])
+                except ArithmeticError:
+                    continue  # a price the API wrote oddly is left out, not guessed
+                entry.spend[currency] = entry.spend.get(currency, Decimal(0)) + price
+        return list(table.values())
+
+    async def queued_since(self, group_key: str, since: float) -> int:
+        async with (
+            self._reading() as db,
+            db.execute(
+                "SELECT COUNT(*) FROM outbound WHERE group_key = ? AND created_at >= ? "
+                "AND state != 'failed'",
+                (group_key, since),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def depths(self) -> dict[str, int]:
+        async with self._reading() as db:
+            inbox = await db.execute_fetchall(
+                "SELECT COUNT(*) FROM inbound WHERE state IN ('pending', 'processing')"
+            )
+            outbox = await db.execute_fetchall(
+                "SELECT COUNT(*) FROM outbound WHERE state IN ('pending', 'sending')"
+            )
+        return {"inbox": int(next(iter(inbox))[0]), "outbox": int(next(iter(outbox))[0])}
+
+    async def next_due(self) -> float | None:
+        # Only the head of each member's queue can be due: the messages behind it wait for it.
+        async with (
+            self._reading() as db,
+            db.execute(
+                """
+            SELECT MIN(o.next_attempt_at) FROM outbound o
+            WHERE o.state = 'pending' AND o.id IN (
+                SELECT MIN(id) FROM outbound
+                WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
+            )
+            """
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+
+def _opted_out_rejection(status: MessageStatus) -> bool:
+    """Vonage's error 1240, Illegal Number: the recipient sent STOP to this sender."""
+    error = status.error
+    if status.status not in ("rejected", "undeliverable") or error is None:
+        return False
+    return error.title == "1240" or (error.type or "").endswith("#1240")
