@@ -1,4 +1,4 @@
-"""Intent classification on CLINC150's validation split (issue: intent routing).
+"""Intent classification on CLINC150's validation split.
 
 Trains the default classifier on the Full (100 examples per intent) and Small (50) training
 sets, and prints in-scope accuracy, out-of-scope recall at the default threshold, training

@@ -1,4 +1,4 @@
-"""Achieved send rate against the configured limits (issue: rate limits).
+"""Achieved send rate against the configured limits.
 
 Runs the real outbox (SQLite store, Messages API client with JWT auth) against a minimal
 Messages API on loopback that only notes when each request arrived, and prints, for each
