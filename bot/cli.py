@@ -92,8 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+    def command(
+        name: str,
+        help: str,
+        under: argparse._SubParsersAction[argparse.ArgumentParser] = commands,
+    ) -> argparse.ArgumentParser:
+        sub = under.add_parser(name, help=help, description=help)
         sub.add_argument(
             "--config",
             type=Path,
@@ -134,10 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     intents = commands.add_parser("intents", help="measure the intents' examples")
     intents_commands = intents.add_subparsers(dest="intents_command", required=True)
-    evaluate = intents_commands.add_parser(
-        "eval", help="train on the intents, classify labelled lines, report accuracy"
+    evaluate = command(
+        "eval", "train on the intents, classify labelled lines, report accuracy", intents_commands
     )
-    evaluate.add_argument("--config", type=Path, default=default_path(), help="config file")
     evaluate.add_argument(
         "--data",
         type=Path,
@@ -168,13 +171,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     new = commands.add_parser("new", help="start a handler from working code")
     new_commands = new.add_subparsers(dest="new_command", required=True)
-    new_handler_command = new_commands.add_parser(
-        "handler", help="write a handler, its template, its route and a passing test"
+    new_handler_command = command(
+        "handler", "write a handler, its template, its route and a passing test", new_commands
     )
     new_handler_command.add_argument("name", help="the handler's name (lower case)")
-    new_handler_command.add_argument(
-        "--config", type=Path, default=default_path(), help="config file to add the route to"
-    )
     usage = command("usage", "messages sent and their price, per group and day")
     usage.add_argument(
         "--since", required=True, type=_day, metavar="YYYY-MM-DD", help="from this day on (UTC)"

@@ -110,8 +110,6 @@ class Context:
     templates: Templates = field(repr=False)
     routes: frozenset[str] = field(default=frozenset(), repr=False)
     expecting: tuple[str, float] | None = field(default=None, repr=False)
-    # The state as the handler found it: what is kept if the handler fails.
-    consumed_state: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def text(self) -> str:

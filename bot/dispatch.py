@@ -89,14 +89,14 @@ class Dispatcher:
         before = json.dumps(state, sort_keys=True)
         state = dict(state)
         expected = _pop_expectation(state, now)
+        kept = json.dumps(state, sort_keys=True)  # what is saved if nothing else changes it
         match = self.router.match(message.body_text)
         if expected is not None and (match is None or match.kind in ("intent", "fallback")):
             route = self.router.route(expected)
             match = Match(route, "expect", {"expected": True}) if route is not None else match
         if match is None:
             log.debug("route_none")  # people talking among themselves: the usual case
-            changed = json.dumps(state, sort_keys=True)
-            return Outcome(None, state=changed if changed != before else None)
+            return Outcome(None, state=kept if kept != before else None)
         route = match.route
         structlog.contextvars.bind_contextvars(route=route.name)
         log.info("route_matched", kind=match.kind)
@@ -110,21 +110,22 @@ class Dispatcher:
             templates=self.templates,
             routes=self.route_names,
         )
-        ctx.consumed_state = json.loads(json.dumps(state))  # as it was, expectation removed
         try:
             reply = await self._answer(route, ctx)
         except _HandlerTimeout:
             log.error("handler_timeout", timeout_seconds=self.timeout_seconds)
-            return self._failed(match, ctx, f"handler timed out after {self.timeout_seconds:g} s")
+            return self._failed(
+                match, ctx, kept, f"handler timed out after {self.timeout_seconds:g} s"
+            )
         except TemplateError as exc:
             log.error("template_failed", error=str(exc))
-            return self._failed(match, ctx, str(exc))
+            return self._failed(match, ctx, kept, str(exc))
         except Exception as exc:
             log.exception("handler_failed")
-            return self._failed(match, ctx, f"{type(exc).__name__}: {exc}")
+            return self._failed(match, ctx, kept, f"{type(exc).__name__}: {exc}")
         if not isinstance(ctx.state, dict):
             log.error("state_invalid", error=f"ctx.state became {type(ctx.state).__name__}")
-            return self._failed(match, ctx, "ctx.state: expected a dict of JSON values")
+            return self._failed(match, ctx, kept, "ctx.state: expected a dict of JSON values")
         if ctx.expecting is not None:
             expected_route, within = ctx.expecting
             ctx.state[EXPECT_KEY] = {"route": expected_route, "until": now + within}
@@ -132,7 +133,7 @@ class Dispatcher:
             after = json.dumps(ctx.state, sort_keys=True)
         except (TypeError, ValueError) as exc:
             log.error("state_invalid", error=str(exc))
-            return self._failed(match, ctx, f"ctx.state: expected JSON values: {exc}")
+            return self._failed(match, ctx, kept, f"ctx.state: expected JSON values: {exc}")
         new_state = after if after != before else None
         if reply is None:
             log.info("reply_none")
@@ -187,11 +188,10 @@ class Dispatcher:
             keyword=action,
         )
 
-    def _failed(self, match: Match, ctx: Context, error: str) -> Outcome:
-        outcome = self._failure(match, ctx, error)
-        # The expectation this message answered is used up, even though the handler failed;
-        # the rest of the state stays as it was before the handler ran.
-        return replace(outcome, state=json.dumps(ctx.consumed_state, sort_keys=True))
+    def _failed(self, match: Match, ctx: Context, kept: str, error: str) -> Outcome:
+        # The state stays as it was before the handler ran, except that the expectation this
+        # message answered is used up, even though the handler failed.
+        return replace(self._failure(match, ctx, error), state=kept)
 
     def _failure(self, match: Match, ctx: Context, error: str) -> Outcome:
         """The outcome of a failed handler: the error template to the group, if there is one.

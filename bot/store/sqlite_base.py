@@ -175,6 +175,14 @@ async def _set_consent(
             "ON CONFLICT (number) DO NOTHING",
             (number, now, source),
         )
+        # Nothing more to a number after its STOP: what was queued for it before is dropped
+        # now (its confirmation, queued in this same transaction, still goes).
+        await db.execute(
+            "UPDATE outbound SET state = 'failed', finished_at = ?, lease_until = NULL, "
+            "error = 'recipient opted out (STOP)' "
+            "WHERE recipient = ? AND state = 'pending' AND created_at < ?",
+            (now, number, now),
+        )
 
 
 def _state(text: str) -> dict[str, Any]:

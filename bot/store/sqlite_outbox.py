@@ -39,15 +39,6 @@ class OutboxQueries(SqliteBase):
         broadcast_id: str | None = None,
     ) -> list[OutboxItem]:
         async with self._transaction() as db:
-            # Nothing more to a number after its STOP: messages queued before it are dropped
-            # (its confirmation, queued with the opt-out, still goes).
-            await db.execute(
-                "UPDATE outbound SET state = 'failed', finished_at = ?, lease_until = NULL, "
-                "error = 'recipient opted out (STOP)' WHERE state = 'pending' AND EXISTS ("
-                "SELECT 1 FROM opt_outs o WHERE o.number = outbound.recipient "
-                "AND o.opted_out_at > outbound.created_at)",
-                (now,),
-            )
             # Sends whose process died mid-attempt max_attempts times are given up.
             await db.execute(
                 "UPDATE outbound SET state = 'failed', lease_until = NULL, finished_at = ?, "
