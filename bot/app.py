@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import structlog
@@ -25,6 +26,8 @@ async def readyz(request: web.Request) -> web.Response:
     runtime = request.app.get(RUNTIME)
     if runtime is None:
         return problem(503, "Not ready", "starting")
+    if runtime.draining:
+        return problem(503, "Not ready", "draining")
     if not runtime.alive:
         return problem(503, "Not ready", "a worker has stopped")
     try:
@@ -36,8 +39,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    for queue, depth in (await runtime.store.depths()).items():
+    store, now = runtime.store, time.time()
+    oldest = await store.oldest()
+    for queue, depth in (await store.depths()).items():
         runtime.metrics.queue_depth.labels(queue).set(depth)
+        runtime.metrics.oldest_seconds.labels(queue).set(max(0.0, now - oldest.get(queue, now)))
     return web.Response(
         body=runtime.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -64,6 +70,13 @@ def create_app(bot: Bot) -> web.Application:
             log.info("bot_stopping")
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def draining(app: web.Application) -> None:
+        # Shutdown has begun (SIGTERM): load balancers stop sending before the drain ends.
+        if (runtime := app.get(RUNTIME)) is not None:
+            runtime.draining = True
+
+    app.on_shutdown.append(draining)
     app.router.add_post("/webhooks/inbound", webhooks.inbound)
     app.router.add_post("/webhooks/status", webhooks.status)
     app.router.add_post("/api/messages", admin.send_message)

@@ -279,7 +279,9 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
 
 
 async def _status(bot: Bot, message_id: str) -> int:
-    store = await open_store(bot.config.storage.url, root=bot.config.root)
+    store = await open_store(
+        bot.config.storage.url, root=bot.config.root, pool_size=bot.config.storage.pool_size
+    )
     try:
         inbound = await store.inbound(message_id)
         records = await store.broadcast(message_id)
@@ -355,7 +357,9 @@ def _day(text: str) -> datetime:
 
 
 async def _usage(bot: Bot, since: datetime) -> int:
-    store = await open_store(bot.config.storage.url, root=bot.config.root)
+    store = await open_store(
+        bot.config.storage.url, root=bot.config.root, pool_size=bot.config.storage.pool_size
+    )
     try:
         rows = await store.usage(since.timestamp())
     finally:

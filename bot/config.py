@@ -135,12 +135,14 @@ class ServerSettings(_Section):
 
 class StorageSettings(_Section):
     url: str = "sqlite:///var/groupbot.db"
+    pool_size: int = Field(10, ge=1, le=1000)  # PostgreSQL connections per process
 
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError(f"expected sqlite:///PATH, got {value!r}")
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            # The value is not echoed: a database URL may carry a password.
+            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DATABASE")
         return value
 
 

@@ -150,6 +150,7 @@ class InboxWorker(Worker[InboxItem]):
         if outcome.route is not None:
             self.metrics.routed.labels(outcome.route).inc()
         if outcome.error is not None:
-            self.metrics.handler_errors.labels(outcome.route or "-").inc()
+            kind = "timeout" if "timed out" in outcome.error else "error"
+            self.metrics.handler_errors.labels(outcome.route or "-", kind).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
         self.on_queued()  # the outbox has work, and the conversation has moved

@@ -28,8 +28,9 @@ class Metrics:
             "groupbot_routed", "Inbound messages by the route that answered", ["route"], registry=r
         )
         self.handler_errors = Counter(
-            "groupbot_handler_errors", "Handlers that failed or timed out", ["route"], registry=r
-        )
+            "groupbot_handler_errors", "Handlers that failed, by route and kind (error, timeout)",
+            ["route", "kind"], registry=r,
+        )  # fmt: skip
         self.outbound = Counter(
             "groupbot_outbound", "Send attempts by result (sent, retry, failed)", ["result"],
             registry=r,
@@ -41,9 +42,18 @@ class Metrics:
         self.send_seconds = Histogram(
             "groupbot_send_seconds", "One request to the Messages API", registry=r
         )
+        self.delivery_seconds = Histogram(
+            "groupbot_webhook_to_last_member_seconds",
+            "From a webhook stored to its answer accepted by the API for the last member",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge(
-            "groupbot_queue_depth", "Items waiting, by queue", ["queue"], registry=r
+            "groupbot_queue_depth", "Items waiting or in progress, by queue", ["queue"], registry=r
         )
+        self.oldest_seconds = Gauge(
+            "groupbot_queue_oldest_seconds", "Age of the oldest item waiting, by queue",
+            ["queue"], registry=r,
+        )  # fmt: skip
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

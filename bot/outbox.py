@@ -2,8 +2,8 @@
 attempt is recorded as soon as it is known.
 
 At most one message per member of a group is in flight, so members see answers in order.
-The rate limits are taken before a message is claimed, so a claim's lease only has to
-cover the request itself; a 429 pauses all sending for its `Retry-After`.
+When sending is rate-limited, each claimed message waits for its slot (see ratelimit); a
+429 pauses all sending for its `Retry-After`.
 """
 
 from __future__ import annotations
@@ -56,18 +56,23 @@ class OutboxWorker(Worker[OutboxItem]):
     async def claim(self, limit: int) -> list[OutboxItem]:
         if time.time() < self._paused_until:
             return []
-        tokens = limit
-        if self.rate.limited:
-            # Taken before the claim, so the claim's lease covers the request, not the wait.
+        if not self.rate.limited:
+            return await self._claim(limit)
+        # Rate-limited: one at a time, each waiting for its slot once claimed, so that an
+        # idle worker reserves no slot that another process of a fleet could have used. The
+        # wait is at most one slot per process, well inside the claim's lease.
+        claimed = await self._claim(1)
+        for item in claimed:
             await self.rate.acquire(self.sender)
-            tokens = 1
-            while tokens < limit and self.rate.has_capacity(self.sender):
-                await self.rate.acquire(self.sender)
-                tokens += 1
             if time.time() < self._paused_until:
-                return []  # a 429 came back while we waited for the token
+                # A 429 came back while this one waited: it goes when the pause is over.
+                await self.store.record_retry(item, "held back by a 429", self._paused_until)
+                return []
+        return claimed
+
+    async def _claim(self, limit: int) -> list[OutboxItem]:
         return await self.store.claim_outbound(
-            tokens,
+            limit,
             time.time(),
             self.lease_seconds,
             self.policy.max_attempts,
@@ -112,7 +117,9 @@ class OutboxWorker(Worker[OutboxItem]):
             await self._retry_or_give_up(item, f"{type(exc).__name__}: {exc}", None)
             return
         self.metrics.outbound.labels("sent").inc()
-        await self.store.record_sent(item, message_uuid, time.time())
+        now = time.time()
+        if await self.store.record_sent(item, message_uuid, now):
+            self.metrics.delivery_seconds.observe(now - item.origin_at)
         log.info("sent", provider_uuid=message_uuid, attempts=item.attempts)
 
     async def _retry_or_give_up(

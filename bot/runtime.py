@@ -34,6 +34,7 @@ from bot.store import OutboxRecord, Store, entries, open_store
 log = structlog.get_logger("groupbot.runtime")
 
 DRAIN_SECONDS = 10.0
+ORPHAN_SWEEP_SECONDS = 5.0
 
 
 class Changes:
@@ -67,12 +68,18 @@ class Runtime:
     verifier: WebhookVerifier | None  # None: signatures are not checked (switched off)
     changes: Changes = field(default_factory=Changes)
     metrics: Metrics = field(default_factory=Metrics)
+    draining: bool = False  # set once shutdown begins: not ready for new traffic
+    sweeper: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
         return self.inbox.alive and self.outbox.alive
 
     async def stop(self, grace_seconds: float = DRAIN_SECONDS) -> None:
+        self.draining = True
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            await asyncio.gather(self.sweeper, return_exceptions=True)
         # The inbox first: answers it queues while draining still go out with the outbox.
         await self.inbox.stop(grace_seconds)
         await self.outbox.stop(grace_seconds)
@@ -148,7 +155,11 @@ def outbox_worker(
     return OutboxWorker(
         store,
         provider,
-        rate=SendRate(settings.rate_limit_per_second, settings.rate_limit_per_number),
+        rate=SendRate(
+            settings.rate_limit_per_second,
+            settings.rate_limit_per_number,
+            reserve=store.reserve_send,  # shared by a fleet on PostgreSQL
+        ),
         sender=bot.config.bot.number,
         request_timeout_seconds=settings.timeout_seconds,
         policy=RetryPolicy(
@@ -171,7 +182,9 @@ async def running(
     on exit drain and stop them, then close the provider and the store."""
     config = bot.config
     provider = make_provider(bot)
-    store = await open_store(config.storage.url, root=config.root)
+    store = await open_store(
+        config.storage.url, root=config.root, pool_size=config.storage.pool_size
+    )
     if freed := await store.release_orphans():
         log.warning("claims_released", count=freed)  # left by a process that was killed
     changes = Changes()
@@ -203,9 +216,32 @@ async def running(
     if workers:
         inbox.start()
         outbox.start()
+
+        def notified(what: str) -> None:  # another process of the fleet stored or queued
+            changes.notify()
+            (inbox if what == "inbox" else outbox).wake()
+
+        store.listen(notified)
+        runtime.sweeper = asyncio.create_task(_sweep_orphans(store, inbox, outbox))
     try:
         yield runtime
     finally:
         await runtime.stop()
         await provider.close()
         await store.close()
+
+
+async def _sweep_orphans(store: Store, inbox: InboxWorker, outbox: OutboxWorker) -> None:
+    """Free the claims of processes of this host that died (a fleet's sibling killed), so
+    their work is taken over now rather than when the leases run out."""
+    while True:
+        await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+        try:
+            freed = await store.release_orphans()
+        except Exception as exc:  # the store is down: /readyz says so; try again later
+            log.warning("orphan_sweep_failed", error=type(exc).__name__)
+            continue
+        if freed:
+            log.warning("claims_released", count=freed)
+            inbox.wake()
+            outbox.wake()

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from bot.core import Bot, build_bot
 from bot.http import RUNTIME
 from bot.runtime import Runtime
 from tests.fakes import FakeMessagesApi
+from tests.postgres import TemporaryPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -196,3 +197,11 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {within} s")
         await asyncio.sleep(every)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TemporaryPostgres]:
+    """One throwaway PostgreSQL server for the whole run; each test takes a new database."""
+    server = TemporaryPostgres().start()
+    yield server
+    server.remove()

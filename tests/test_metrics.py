@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import plugins
 from tests.conftest import Harness, eventually, inbound
+from tests.test_end_to_end import config_with
 
 StartBot = Callable[..., Awaitable[Harness]]
 SEED = ["11234567891", "11234567892", "11234567893"]
@@ -44,3 +47,23 @@ async def test_counters_follow_inbound_routing_and_sends(start_bot: StartBot) ->
     assert values[("groupbot_routed_total", (("route", "ticket"),))] == 1.0
     assert values[("groupbot_queue_depth", (("queue", "outbox"),))] == 0.0
     assert values[("groupbot_send_seconds_count", ())] == 3.0
+    assert values[("groupbot_webhook_to_last_member_seconds_count", ())] == 1.0  # one answer
+    assert values[("groupbot_queue_oldest_seconds", (("queue", "inbox"),))] == 0.0
+
+
+async def test_a_handler_timeout_is_counted_as_such(start_bot: StartBot) -> None:
+    plugins.gate = asyncio.Event()  # never set: the handler would wait forever
+    bot = await start_bot(
+        config_with(
+            {"name": "slow", "keywords": ["wait"], "handler": "slow"},
+            handlers={"timeout_seconds": 0.2, "error_template": None},
+        )
+    )
+    await bot.post_inbound(inbound(SEED[0], "please wait", SEED[1:]))
+
+    async def timed_out() -> bool:
+        values = await scrape(bot)
+        key = ("groupbot_handler_errors_total", (("kind", "timeout"), ("route", "slow")))
+        return values.get(key) == 1.0
+
+    await eventually(timed_out)

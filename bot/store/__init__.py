@@ -7,7 +7,7 @@ either all of it or none of it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -101,6 +101,7 @@ class OutboxItem:
     message: OutboundMessage
     attempts: int
     created_at: float
+    origin_at: float  # when the webhook it answers was stored (else when it was queued)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,23 @@ class UsageRow:
 
 
 class Store(Protocol):
+    owner: str  # who this process is on the claims it takes
+
     async def ping(self) -> None: ...
+
+    async def schema_version(self) -> int:
+        """How many migrations have been applied."""
+        ...
+
+    def listen(self, on_notify: Callable[[str], None]) -> None:
+        """Have `on_notify("inbox" | "outbox")` called when another process stores or queues
+        a message (a fleet on PostgreSQL); a single-process store never calls it."""
+        ...
+
+    async def reserve_send(self, key: str, interval_seconds: float) -> float:
+        """Reserve the next send slot of `key` (one every `interval_seconds`, for every
+        process this store is shared by); return the seconds to wait for it."""
+        ...
 
     async def release_orphans(self) -> int:
         """Free the claims of this host's processes that are gone; return how many."""
@@ -217,8 +234,9 @@ class Store(Protocol):
         """Due messages, at most one in flight per member of a group, oldest first."""
         ...
 
-    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> None:
-        """Each record_* raises LeaseLost (writing nothing) if the item was claimed again."""
+    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> bool:
+        """True when it was the last of its broadcast still to go. Each record_* raises
+        LeaseLost (writing nothing) if the item was claimed again."""
         ...
 
     async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None: ...
@@ -255,16 +273,28 @@ class Store(Protocol):
         """Items waiting or in progress: {"inbox": n, "outbox": n}."""
         ...
 
+    async def oldest(self) -> dict[str, float]:
+        """When the oldest item still waiting in each queue was stored, for queues not empty."""
+        ...
+
     async def next_due(self) -> float | None:
         """When the earliest pending outbound message becomes due, if any."""
         ...
 
 
-async def open_store(url: str, *, root: Path) -> Store:
+async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
     """Open (and create or upgrade) the store at `url`, relative paths against `root`."""
     if url.startswith("sqlite:///"):
         from bot.store.sqlite import SqliteStore
 
         path = Path(url.removeprefix("sqlite:///"))
         return await SqliteStore.open(path if path.is_absolute() else root / path)
-    raise ValueError(f"storage.url: unsupported scheme in {url!r}; expected sqlite:///PATH")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from bot.store.postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is an extra
+            raise ValueError(
+                "storage.url: PostgreSQL needs asyncpg: pip install 'groupbot[postgres]'"
+            ) from exc
+        return await PostgresStore.open(url, pool_size=pool_size)
+    raise ValueError("storage.url: unsupported scheme; expected sqlite:///PATH or postgresql://...")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 
-from bot.models import InboundMessage, OutboundMessage
 from bot.store import ThreadEntry
-from bot.store.sqlite_base import process_identity
+from bot.store.common import process_identity, thread
 from bot.store.sqlite_inbox import InboxQueries
 from bot.store.sqlite_outbox import OutboxQueries
 
@@ -38,28 +37,4 @@ class SqliteStore(InboxQueries, OutboxQueries):
                 "SELECT body, created_at, state, status FROM outbound WHERE group_key = ?",
                 (group_key,),
             )
-        entries: list[ThreadEntry] = []
-        for row in inbound:
-            message = InboundMessage.model_validate_json(row["body"])
-            others = (message.to, *message.participants)
-            entries.append(
-                ThreadEntry(
-                    row["received_at"], message.sender, others, message.body_text, row["state"]
-                )
-            )
-        for row in outbound:
-            sent = OutboundMessage.model_validate_json(row["body"])
-            media = getattr(sent, sent.message_type) if sent.message_type != "text" else None
-            entries.append(
-                ThreadEntry(
-                    row["created_at"],
-                    sent.from_,
-                    (sent.to,),
-                    sent.text or (media.caption if media else None) or "",
-                    row["status"] or row["state"],
-                    participants=tuple(sent.participants),
-                    media_kind=sent.message_type if media else None,
-                    media_url=media.url if media else None,
-                )
-            )
-        return sorted(entries, key=lambda e: e.at)
+        return thread(inbound, outbound)

@@ -12,24 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import socket
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import aiosqlite
 
 from bot.exceptions import Replayed
+from bot.ratelimit import LocalSlots
 from bot.store import (
     OutboxEntry,
 )
-from bot.store.schema import MIGRATIONS
-
-TOKEN_KEEP_SECONDS = 24 * 3600.0
-TOKEN_PRUNE_EVERY = 500
+from bot.store.common import TOKEN_KEEP_SECONDS, TOKEN_PRUNE_EVERY, dead_owners, this_process
+from bot.store.schema import SQLITE_MIGRATIONS
 
 
 class SqliteBase:
@@ -38,8 +35,8 @@ class SqliteBase:
         self.path = path
         self._lock = asyncio.Lock()
         self._tokens_seen = 0
-        # Who holds a claim: this very process. See release_orphans.
-        self.owner = process_identity(os.getpid()) or f"{socket.gethostname()}/{os.getpid()}"
+        self.owner = this_process()  # who holds a claim; see release_orphans
+        self._slots = LocalSlots()
 
     @classmethod
     async def open(cls, path: Path) -> Self:
@@ -62,10 +59,15 @@ class SqliteBase:
             async with db.execute("PRAGMA user_version") as cursor:
                 row = await cursor.fetchone()
             version = int(row[0]) if row else 0
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for number, script in enumerate(SQLITE_MIGRATIONS[version:], start=version + 1):
                 for statement in filter(str.strip, script.split(";")):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {number}")
+
+    async def schema_version(self) -> int:
+        async with self._reading() as db, db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -91,31 +93,20 @@ class SqliteBase:
             yield self._db
 
     async def release_orphans(self) -> int:
-        """Free at once the claims of processes that are gone (killed, crashed), instead of
-        waiting for their leases to run out; return how many were freed.
-
-        Only claims whose owner can be checked from here are freed: a process of this host's
-        PID namespace (see process_identity) that no longer runs. Any other owner (another
-        machine, another container) keeps its claims until their leases run out.
-        """
-        here = process_identity(os.getpid())
-        if here is None:
-            return 0
-        namespace = here.split(":", 1)[0]
+        """Free at once the claims of this host's processes that are gone (killed, crashed),
+        instead of waiting for their leases to run out; return how many were freed."""
         async with self._transaction() as db:
             owners = [
                 row[0]
                 for table in ("inbound", "outbound")
                 for row in await db.execute_fetchall(
                     f"SELECT DISTINCT owner FROM {table} "  # noqa: S608 - fixed table names
-                    "WHERE state IN ('processing', 'sending') AND owner LIKE ?",
-                    (f"{namespace}:%",),
+                    "WHERE state IN ('processing', 'sending') AND owner IS NOT NULL"
                 )
             ]
-            dead = [owner for owner in set(owners) if not _alive(owner)]
             freed = 0
             for table, state in (("inbound", "processing"), ("outbound", "sending")):
-                for owner in dead:
+                for owner in dead_owners(owners):
                     cursor = await db.execute(
                         f"UPDATE {table} SET lease_until = 0 "  # noqa: S608 - fixed names
                         "WHERE state = ? AND owner = ?",
@@ -143,6 +134,12 @@ class SqliteBase:
         )
         if cursor.rowcount != 1:
             raise Replayed(f"token {jti} was used before")
+
+    def listen(self, on_notify: Callable[[str], None]) -> None:
+        """Nothing to listen to: one process serves a SQLite file, and wakes its own workers."""
+
+    async def reserve_send(self, key: str, interval_seconds: float) -> float:
+        return await self._slots.reserve(key, interval_seconds)
 
     async def ping(self) -> None:
         async with self._reading() as db, db.execute("SELECT 1") as cursor:
@@ -183,39 +180,6 @@ async def _set_consent(
             "WHERE recipient = ? AND state = 'pending' AND created_at < ?",
             (now, number, now),
         )
-
-
-def _state(text: str) -> dict[str, Any]:
-    # A group's state is a JSON object; anything else (written by an older version, or by
-    # hand) reads as empty rather than failing the claim of every group in the batch.
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def process_identity(pid: int) -> str | None:
-    """`namespace:pid:start`: the PID namespace (host and container, by its inode), the pid,
-    and when the process started, so a pid reused by a later process is not mistaken for the
-    one that held the claim. None where /proc cannot tell (then nothing is freed early)."""
-    try:
-        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (start time) counts from after the command name, which may hold spaces.
-    start = stat.rpartition(")")[2].split()[19]
-    return f"{socket.gethostname()}-{namespace}:{pid}:{start}"
-
-
-def _alive(owner: str) -> bool:
-    """Whether the process that made `owner` (see process_identity) still runs."""
-    try:
-        pid = int(owner.split(":")[1])
-    except (IndexError, ValueError):
-        return True  # not ours to judge
-    return process_identity(pid) == owner
 
 
 async def _touch_group(

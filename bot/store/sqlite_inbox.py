@@ -13,12 +13,12 @@ from bot.store import (
     LeaseLost,
     OutboxEntry,
 )
+from bot.store.common import group_state
 from bot.store.sqlite_base import (
     SqliteBase,
     _insert_outbound,
     _opted_out,
     _set_consent,
-    _state,
     _touch_group,
 )
 
@@ -82,7 +82,7 @@ class InboxQueries(SqliteBase):
                 message_uuid=row["message_uuid"],
                 group_key=row["group_key"],
                 members=members[row["message_uuid"]],
-                state=_state(row["state"]),
+                state=group_state(row["state"]),
                 body=bytes(row["body"]),
                 attempts=row["attempts"] + 1,
                 opted_out=stopped & set(members[row["message_uuid"]]),
@@ -139,7 +139,7 @@ class InboxQueries(SqliteBase):
             db.execute("SELECT state FROM groups WHERE key = ?", (group_key,)) as cursor,
         ):
             row = await cursor.fetchone()
-        return _state(row["state"]) if row else {}
+        return group_state(row["state"]) if row else {}
 
     async def inbound(self, message_uuid: str) -> InboundRecord | None:
         async with (

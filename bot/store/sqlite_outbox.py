@@ -4,7 +4,6 @@ outcomes fenced by attempt, delivery statuses, and what they cost."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 from bot.models import MessageStatus, OutboundMessage
 from bot.store import (
@@ -14,6 +13,7 @@ from bot.store import (
     OutboxRecord,
     UsageRow,
 )
+from bot.store.common import opted_out_rejection, status_reason, usage_rows
 from bot.store.sqlite_base import SqliteBase, _insert_outbound, _set_consent, _touch_group
 
 # Later statuses never give way to earlier ones arriving late (Vonage does not order them).
@@ -48,8 +48,9 @@ class OutboxQueries(SqliteBase):
             )
             async with db.execute(
                 """
-                SELECT o.id, o.broadcast_id, o.group_key, o.body, o.attempts, o.created_at
-                FROM outbound o
+                SELECT o.id, o.broadcast_id, o.group_key, o.body, o.attempts, o.created_at,
+                    COALESCE(i.received_at, o.created_at) AS origin_at
+                FROM outbound o LEFT JOIN inbound i ON i.message_uuid = o.inbound_uuid
                 WHERE o.id IN (
                     SELECT MIN(id) FROM outbound
                     WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
@@ -75,12 +76,13 @@ class OutboxQueries(SqliteBase):
                 message=OutboundMessage.model_validate_json(row["body"]),
                 attempts=row["attempts"] + 1,
                 created_at=row["created_at"],
+                origin_at=row["origin_at"],
             )
             for row in rows
         ]
 
-    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> None:
-        await self._finish_attempt(
+    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> bool:
+        return await self._finish_attempt(
             item,
             "state = 'sent', message_uuid = COALESCE(?, message_uuid), sent_at = ?, "
             "finished_at = ?, error = NULL",
@@ -99,7 +101,8 @@ class OutboxQueries(SqliteBase):
 
     async def _finish_attempt(
         self, item: OutboxItem, assignments: str, values: tuple[object, ...]
-    ) -> None:
+    ) -> bool:
+        """Record an attempt's outcome; True when its broadcast has nothing left to go."""
         async with self._transaction() as db:
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
             cursor = await db.execute(
@@ -109,14 +112,19 @@ class OutboxQueries(SqliteBase):
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(f"outbound {item.id} was claimed again")
+            rows = await db.execute_fetchall(
+                "SELECT 1 FROM outbound WHERE broadcast_id = ? "
+                "AND state IN ('pending', 'sending') LIMIT 1",
+                (item.broadcast_id,),
+            )
+            return not rows
 
     async def record_status(
         self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
     ) -> bool:
         uuid = str(status.message_uuid)
         usage = status.usage
-        error = status.error
-        reason = " ".join(filter(None, (error.title, error.detail))) if error else None
+        reason = status_reason(status)
         async with self._transaction() as db:
             await self._remember_jti(db, jti, now)
             await db.execute(
@@ -148,7 +156,7 @@ class OutboxQueries(SqliteBase):
                     "ref": status.client_ref,
                 },
             )
-            if _opted_out_rejection(status):
+            if opted_out_rejection(status):
                 # The carrier says this number sent STOP (1240): never write to it again.
                 await _set_consent(db, status.to, False, now, source="status 1240")
             return cursor.rowcount > 0
@@ -186,19 +194,7 @@ class OutboxQueries(SqliteBase):
                 "FROM outbound WHERE state = 'sent' AND sent_at >= ? ORDER BY day, group_key",
                 (since,),
             )
-        table: dict[tuple[str, str], UsageRow] = {}
-        for row in rows:
-            key = (row["day"], row["group_key"])
-            entry = table.setdefault(key, UsageRow(row["day"], row["group_key"], 0, {}))
-            table[key] = UsageRow(entry.day, entry.group_key, entry.messages + 1, entry.spend)
-            if row["price"] is not None:
-                currency = row["currency"] or "?"
-                try:
-                    price = Decimal(row["price"])
-                except ArithmeticError:
-                    continue  # a price the API wrote oddly is left out, not guessed
-                entry.spend[currency] = entry.spend.get(currency, Decimal(0)) + price
-        return list(table.values())
+        return usage_rows(rows)
 
     async def queued_since(self, group_key: str, since: float) -> int:
         async with (
@@ -222,6 +218,17 @@ class OutboxQueries(SqliteBase):
             )
         return {"inbox": int(next(iter(inbox))[0]), "outbox": int(next(iter(outbox))[0])}
 
+    async def oldest(self) -> dict[str, float]:
+        async with self._reading() as db:
+            inbox = await db.execute_fetchall(
+                "SELECT MIN(received_at) FROM inbound WHERE state = 'pending'"
+            )
+            outbox = await db.execute_fetchall(
+                "SELECT MIN(created_at) FROM outbound WHERE state = 'pending'"
+            )
+        found = {"inbox": next(iter(inbox))[0], "outbox": next(iter(outbox))[0]}
+        return {queue: float(at) for queue, at in found.items() if at is not None}
+
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.
         async with (
@@ -238,11 +245,3 @@ class OutboxQueries(SqliteBase):
         ):
             row = await cursor.fetchone()
         return float(row[0]) if row and row[0] is not None else None
-
-
-def _opted_out_rejection(status: MessageStatus) -> bool:
-    """Vonage's error 1240, Illegal Number: the recipient sent STOP to this sender."""
-    error = status.error
-    if status.status not in ("rejected", "undeliverable") or error is None:
-        return False
-    return error.title == "1240" or (error.type or "").endswith("#1240")

@@ -1,10 +1,11 @@
-"""The SQLite store: dedupe, per-group order, atomic completion, claims and leases."""
+"""Both stores, SQLite and PostgreSQL, by the same tests: dedupe, per-group order, atomic
+completion, claims and leases, statuses, consent."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -13,24 +14,47 @@ from bot import broadcast
 from bot.context import Reply
 from bot.groups import Group
 from bot.models import parse_status
-from bot.store import InboxItem, LeaseLost, OutboxEntry, OutboxItem, entries
-from bot.store.schema import MIGRATIONS
-from bot.store.sqlite import SqliteStore
+from bot.store import InboxItem, LeaseLost, OutboxEntry, OutboxItem, Store, entries, open_store
+from bot.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from tests.conftest import BOT_NUMBER, DATA
+from tests.postgres import TemporaryPostgres
 
 A = Group(("11234567891", "11234567892", "11234567893"))
 B = Group(("12025550101", "12025550102"))
 NOW = 1_000_000.0
 
 
+Opener = Callable[[], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/var/bot.db"
+    server: TemporaryPostgres = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await SqliteStore.open(tmp_path / "var" / "bot.db")
-    yield opened
-    await opened.close()
+async def opener(store_url: str, tmp_path: Path) -> AsyncIterator[Opener]:
+    """Opens another handle on the test's database, as another process would."""
+    opened: list[Store] = []
+
+    async def open_one() -> Store:
+        opened.append(await open_store(store_url, root=tmp_path))
+        return opened[-1]
+
+    yield open_one
+    for store in opened:
+        await store.close()
 
 
-async def accept(store: SqliteStore, uuid: str, group: Group, at: float = NOW) -> bool:
+@pytest.fixture
+async def store(opener: Opener) -> Store:
+    return await opener()
+
+
+async def accept(store: Store, uuid: str, group: Group, at: float = NOW) -> bool:
     return await store.accept_inbound(
         uuid, group.key, group.members, f'{{"id": "{uuid}"}}'.encode(), at
     )
@@ -41,37 +65,40 @@ def planned(broadcast_id: str, group: Group, text: str = "hi") -> list[OutboxEnt
     return entries(broadcast_id, group.key, messages)
 
 
-async def claim_in(store: SqliteStore, at: float = NOW) -> list[InboxItem]:
+async def claim_in(store: Store, at: float = NOW) -> list[InboxItem]:
     return await store.claim_inbound(10, at, 60, 5)
 
 
-async def claim_out(store: SqliteStore, at: float = NOW, limit: int = 10) -> list[OutboxItem]:
+async def claim_out(store: Store, at: float = NOW, limit: int = 10) -> list[OutboxItem]:
     return await store.claim_outbound(limit, at, 60, 8)
 
 
-async def test_open_creates_the_folder_and_schema_once(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "bot.db"
-    first = await SqliteStore.open(path)
+async def test_the_schema_is_created_once_and_kept(store_url: str, tmp_path: Path) -> None:
+    first = await open_store(store_url, root=tmp_path)
     await accept(first, "m1", A)
     await first.close()
 
-    again = await SqliteStore.open(path)  # migrations already applied: nothing is redone
-    async with again._db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    assert tuple(row) == (len(MIGRATIONS),)
+    again = await open_store(store_url, root=tmp_path)  # migrations applied: nothing is redone
+    migrations = SQLITE_MIGRATIONS if store_url.startswith("sqlite") else POSTGRES_MIGRATIONS
+    assert await again.schema_version() == len(migrations)
     assert await accept(again, "m1", A) is False
     await again.close()
 
 
-async def test_accept_is_deduplicated_by_message_uuid(store: SqliteStore) -> None:
+async def test_the_sqlite_folder_is_created(tmp_path: Path) -> None:
+    store = await open_store("sqlite:///nested/deeper/bot.db", root=tmp_path)
+    await store.close()
+    assert (tmp_path / "nested" / "deeper" / "bot.db").is_file()
+
+
+async def test_accept_is_deduplicated_by_message_uuid(store: Store) -> None:
     assert await accept(store, "m1", A) is True
     assert await accept(store, "m1", A) is False
     results = await asyncio.gather(*(accept(store, "m2", A) for _ in range(10)))
     assert sorted(results) == [False] * 9 + [True]
 
 
-async def test_claim_gives_one_message_per_group_in_arrival_order(store: SqliteStore) -> None:
+async def test_claim_gives_one_message_per_group_in_arrival_order(store: Store) -> None:
     for uuid, group in (("a1", A), ("b1", B), ("a2", A), ("b2", B)):
         await accept(store, uuid, group)
 
@@ -83,7 +110,7 @@ async def test_claim_gives_one_message_per_group_in_arrival_order(store: SqliteS
     assert [item.message_uuid for item in await claim_in(store)] == ["a2"]
 
 
-async def test_an_expired_claim_is_taken_up_again(store: SqliteStore) -> None:
+async def test_an_expired_claim_is_taken_up_again(store: Store) -> None:
     await accept(store, "a1", A)
     [claimed] = await claim_in(store)
     assert await claim_in(store, NOW + 59) == []
@@ -101,7 +128,7 @@ async def test_an_expired_claim_is_taken_up_again(store: SqliteStore) -> None:
     assert await store.load_state(A.key) == {}
 
 
-async def test_a_message_whose_processing_keeps_dying_is_set_aside(store: SqliteStore) -> None:
+async def test_a_message_whose_processing_keeps_dying_is_set_aside(store: Store) -> None:
     await accept(store, "a1", A)
     await accept(store, "a2", A)
     for attempt in range(5):
@@ -118,7 +145,7 @@ async def test_a_message_whose_processing_keeps_dying_is_set_aside(store: Sqlite
 
 
 async def test_completion_queues_messages_saves_state_and_marks_done_together(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await accept(store, "a1", A)
     [item] = await claim_in(store)
@@ -136,7 +163,7 @@ async def test_completion_queues_messages_saves_state_and_marks_done_together(
     assert (record.state, record.route) == ("done", "ticket")
 
 
-async def test_outbox_claims_one_message_in_flight_per_member(store: SqliteStore) -> None:
+async def test_outbox_claims_one_message_in_flight_per_member(store: Store) -> None:
     await store.enqueue(planned("b-1", A, "first"), A.members, NOW)
     await store.enqueue(planned("b-2", A, "second"), A.members, NOW)
 
@@ -150,7 +177,7 @@ async def test_outbox_claims_one_message_in_flight_per_member(store: SqliteStore
     assert next_one.message.to == A.members[0]
 
 
-async def test_retry_waits_until_due_and_keeps_member_order(store: SqliteStore) -> None:
+async def test_retry_waits_until_due_and_keeps_member_order(store: Store) -> None:
     await store.enqueue(planned("b-1", B, "first"), B.members, NOW)
     await store.enqueue(planned("b-2", B, "second"), B.members, NOW)
     first = await claim_out(store)
@@ -166,9 +193,8 @@ async def test_retry_waits_until_due_and_keeps_member_order(store: SqliteStore) 
     assert (retried.broadcast_id, retried.attempts) == ("b-1", 2)
 
 
-async def test_two_stores_on_one_file_never_claim_the_same_message(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    one, two = await SqliteStore.open(path), await SqliteStore.open(path)
+async def test_two_stores_on_one_database_never_claim_the_same_message(opener: Opener) -> None:
+    one, two = await opener(), await opener()
     for n in range(20):
         group = Group((f"1202555{n:04d}",))
         await one.enqueue(planned(f"b-{n}", group), group.members, NOW)
@@ -179,11 +205,9 @@ async def test_two_stores_on_one_file_never_claim_the_same_message(tmp_path: Pat
 
     ids = [item.id for claim in claims for item in claim]
     assert len(ids) == len(set(ids)) == 20
-    await one.close()
-    await two.close()
 
 
-async def test_status_updates_the_member_message_and_keeps_history(store: SqliteStore) -> None:
+async def test_status_updates_the_member_message_and_keeps_history(store: Store) -> None:
     await store.enqueue(planned("b-1", B), B.members, NOW)
     [first, _] = await claim_out(store)
     await store.record_sent(first, "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", NOW)
@@ -223,7 +247,7 @@ def status_body(status: str, *, message_uuid: str, client_ref: str | None = None
     ).encode()
 
 
-async def test_a_late_submitted_status_does_not_undo_delivered(store: SqliteStore) -> None:
+async def test_a_late_submitted_status_does_not_undo_delivered(store: Store) -> None:
     await store.enqueue(planned("b-1", B), B.members, NOW)
     [first, _] = await claim_out(store)
     uuid = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
@@ -237,7 +261,7 @@ async def test_a_late_submitted_status_does_not_undo_delivered(store: SqliteStor
 
 
 async def test_a_status_that_overtakes_the_send_record_finds_its_message_by_client_ref(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await store.enqueue(planned("b-1", B), B.members, NOW)
     [first, _] = await claim_out(store)
@@ -252,7 +276,7 @@ async def test_a_status_that_overtakes_the_send_record_finds_its_message_by_clie
     assert (record.state, record.status, record.message_uuid) == ("sent", "submitted", uuid)
 
 
-async def test_a_stale_send_outcome_is_refused(store: SqliteStore) -> None:
+async def test_a_stale_send_outcome_is_refused(store: Store) -> None:
     await store.enqueue(planned("b-1", B), B.members, NOW)
     [stale, _] = await claim_out(store)
     [again, _] = await claim_out(store, NOW + 61)  # the first lease ran out
@@ -265,7 +289,7 @@ async def test_a_stale_send_outcome_is_refused(store: SqliteStore) -> None:
     assert (record.state, record.message_uuid, record.attempts) == ("pending", None, 2)
 
 
-async def test_a_send_that_keeps_dying_is_given_up(store: SqliteStore) -> None:
+async def test_a_send_that_keeps_dying_is_given_up(store: Store) -> None:
     await store.enqueue(planned("b-1", B), B.members, NOW)
     for attempt in range(8):
         assert len(await claim_out(store, NOW + attempt * 61)) == 2
@@ -276,7 +300,7 @@ async def test_a_send_that_keeps_dying_is_given_up(store: SqliteStore) -> None:
     assert records[0].error == "gave up after 8 attempts that did not finish"
 
 
-async def test_claims_can_be_limited_to_one_broadcast(store: SqliteStore) -> None:
+async def test_claims_can_be_limited_to_one_broadcast(store: Store) -> None:
     await store.enqueue(planned("b-1", A), A.members, NOW)
     await store.enqueue(planned("b-2", B), B.members, NOW)
 
@@ -286,7 +310,7 @@ async def test_claims_can_be_limited_to_one_broadcast(store: SqliteStore) -> Non
     assert len(claimed) == 2
 
 
-async def test_conversation_shows_members_messages_and_answers_in_order(store: SqliteStore) -> None:
+async def test_conversation_shows_members_messages_and_answers_in_order(store: Store) -> None:
     body = json.dumps(
         {
             "channel": "mms",
@@ -310,9 +334,8 @@ async def test_conversation_shows_members_messages_and_answers_in_order(store: S
     assert await store.groups() == [(A.key, A.members)]
 
 
-async def test_claims_of_a_dead_process_are_released_and_a_live_ones_kept(tmp_path: Path) -> None:
-    path = tmp_path / "bot.db"
-    dead, alive = await SqliteStore.open(path), await SqliteStore.open(path)
+async def test_claims_of_a_dead_process_are_released_and_a_live_ones_kept(opener: Opener) -> None:
+    dead, alive = await opener(), await opener()
     namespace = alive.owner.split(":")[0]
     dead.owner = f"{namespace}:{2**22 + 12345}:1"  # no such pid (above pid_max)
     await accept(dead, "a1", A)
@@ -327,13 +350,10 @@ async def test_claims_of_a_dead_process_are_released_and_a_live_ones_kept(tmp_pa
     # The dead process's work is claimable at once, long before its leases would run out.
     assert [i.message_uuid for i in await alive.claim_inbound(10, NOW + 1, 60, 5)] == ["a1"]
     assert len(await alive.claim_outbound(10, NOW + 1, 60, 8)) == 2
-    await dead.close()
-    await alive.close()
 
 
-async def test_claims_that_cannot_be_judged_from_here_are_kept(tmp_path: Path) -> None:
-    path = tmp_path / "bot.db"
-    other, here = await SqliteStore.open(path), await SqliteStore.open(path)
+async def test_claims_that_cannot_be_judged_from_here_are_kept(opener: Opener) -> None:
+    other, here = await opener(), await opener()
     pid, start = here.owner.split(":")[1:]
     for n, owner in enumerate(
         [
@@ -347,12 +367,10 @@ async def test_claims_that_cannot_be_judged_from_here_are_kept(tmp_path: Path) -
 
     assert await here.release_orphans() == 1  # only the pid that was reused since
     assert [i.message_uuid for i in await here.claim_inbound(10, NOW + 1, 60, 5)] == ["m1"]
-    await other.close()
-    await here.close()
 
 
 async def test_messages_queued_before_a_stop_are_dropped_but_its_confirmation_goes(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     stopper = B.members[1]
     await store.enqueue(planned("b-before", B), B.members, NOW)  # queued, not sent yet

@@ -1,0 +1,269 @@
+"""The PostgreSQL store's connection: the pool, migrations, transactions, claims' owners,
+webhook tokens, the fleet's shared send rate, and the LISTEN connection that wakes workers.
+
+Any number of processes share one database. A write returns once PostgreSQL has committed it
+(with the server's `synchronous_commit`, durable by default), so a webhook's 200 still means
+stored. Work is claimed with `FOR UPDATE SKIP LOCKED`: two processes never take one row, and
+neither waits for the other's claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Self, TypeAlias
+
+import asyncpg
+import structlog
+
+from bot.exceptions import Replayed
+from bot.store import OutboxEntry
+from bot.store.common import TOKEN_KEEP_SECONDS, TOKEN_PRUNE_EVERY, dead_owners, this_process
+from bot.store.schema import POSTGRES_MIGRATIONS
+
+log = structlog.get_logger("groupbot.store")
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
+
+CHANNEL = "groupbot"  # NOTIFY payloads: "inbox" (a message stored), "outbox" (one queued)
+MIGRATION_LOCK = 0x67726F7570626F74  # pg_advisory_xact_lock key: "groupbot" in ASCII
+PING_SECONDS = 2.0
+RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # the LISTEN connection's backoff when lost
+
+
+class PostgresBase:
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._tokens_seen = 0
+        self._listener: asyncio.Task[None] | None = None
+        self.owner = this_process()  # who holds a claim; see release_orphans
+
+    @classmethod
+    async def open(cls, dsn: str, *, pool_size: int = 10) -> Self:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
+        store = cls(pool, dsn)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            version = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            for number, script in enumerate(POSTGRES_MIGRATIONS[version:], start=version + 1):
+                await conn.execute(script)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+                log.info("schema_migrated", version=number)
+
+    async def schema_version(self) -> int:
+        async with self._reading() as conn:
+            return int(await conn.fetchval("SELECT MAX(version) FROM schema_migrations"))
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Conn]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Conn]:
+        async with self._pool.acquire() as conn:
+            yield conn
+
+    async def ping(self) -> None:
+        async with asyncio.timeout(PING_SECONDS):
+            await self._pool.fetchval("SELECT 1")
+
+    def listen(self, on_notify: Callable[[str], None]) -> None:
+        """Call `on_notify("inbox" | "outbox")` whenever any process of the fleet stores a
+        message or queues one, and for both after every (re)connection, since what was
+        notified while the connection was down is lost."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(on_notify), name="groupbot-listen")
+
+    async def _listen(self, on_notify: Callable[[str], None]) -> None:
+        failures = 0
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
+                failures += 1
+                log.warning("listen_failed", error=type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            try:
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, lambda *args: on_notify(str(args[3])))
+                on_notify("inbox")
+                on_notify("outbox")
+                await lost.wait()
+                log.warning("listen_lost")
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("listen_failed", error=type(exc).__name__)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close(timeout=1))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._pool.close(), PING_SECONDS)
+        except TimeoutError:
+            self._pool.terminate()  # the database is gone: do not wait for it
+
+    async def release_orphans(self) -> int:
+        """Free at once the claims of this host's processes that are gone (killed, crashed),
+        instead of waiting for their leases to run out; return how many were freed."""
+        async with self._reading() as conn:
+            rows = await conn.fetch(
+                "SELECT DISTINCT owner FROM inbound WHERE state = 'processing' "
+                "UNION SELECT DISTINCT owner FROM outbound WHERE state = 'sending'"
+            )
+        dead = dead_owners(row["owner"] for row in rows if row["owner"])
+        if not dead:
+            return 0
+        async with self._transaction() as conn:
+            inbox = await conn.fetchval(
+                "WITH freed AS (UPDATE inbound SET lease_until = 0 "
+                "WHERE state = 'processing' AND owner = ANY($1) RETURNING 1) "
+                "SELECT count(*) FROM freed",
+                dead,
+            )
+            outbox = await conn.fetchval(
+                "WITH freed AS (UPDATE outbound SET lease_until = 0 "
+                "WHERE state = 'sending' AND owner = ANY($1) RETURNING 1) "
+                "SELECT count(*) FROM freed",
+                dead,
+            )
+            if inbox:
+                await _notify(conn, "inbox")
+            if outbox:
+                await _notify(conn, "outbox")
+        return int(inbox) + int(outbox)
+
+    async def reserve_send(self, key: str, interval_seconds: float) -> float:
+        """Reserve the next free send slot of `key` for the whole fleet, one every
+        `interval_seconds`; return how many seconds from now it begins (by the database's
+        clock, so the processes' clocks need not agree)."""
+        async with self._transaction() as conn:
+            wait = await conn.fetchval(
+                """
+                WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS at)
+                INSERT INTO send_slots AS s (key, next_at)
+                SELECT $1, now.at + $2 FROM now
+                ON CONFLICT (key) DO UPDATE
+                    SET next_at = GREATEST(s.next_at, (SELECT at FROM now)) + $2
+                RETURNING s.next_at - $2 - (SELECT at FROM now)
+                """,
+                key,
+                interval_seconds,
+            )
+        return max(0.0, float(wait))
+
+    async def _remember_jti(self, conn: Conn, jti: str | None, now: float) -> None:
+        """Record a webhook token's jti in the caller's transaction; Replayed if seen before."""
+        if jti is None:
+            return
+        self._tokens_seen += 1
+        if self._tokens_seen % TOKEN_PRUNE_EVERY == 0:
+            await conn.execute(
+                "DELETE FROM webhook_tokens WHERE seen_at < $1", now - TOKEN_KEEP_SECONDS
+            )
+        stored = await conn.fetchval(
+            "INSERT INTO webhook_tokens (jti, seen_at) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING RETURNING true",
+            jti,
+            now,
+        )
+        if not stored:
+            raise Replayed(f"token {jti} was used before")
+
+
+async def _notify(conn: Conn, what: str) -> None:
+    # Delivered when the caller's transaction commits, and not at all if it rolls back.
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, what)
+
+
+async def _opted_out(conn: Conn, numbers: Sequence[str]) -> frozenset[str]:
+    if not numbers:
+        return frozenset()
+    rows = await conn.fetch(
+        "SELECT number FROM opt_outs WHERE number = ANY($1)", sorted(set(numbers))
+    )
+    return frozenset(row["number"] for row in rows)
+
+
+async def _set_consent(
+    conn: Conn, number: str, subscribed: bool, now: float, *, source: str
+) -> None:
+    if subscribed:
+        await conn.execute("DELETE FROM opt_outs WHERE number = $1", number)
+        return
+    await conn.execute(
+        "INSERT INTO opt_outs (number, opted_out_at, source) VALUES ($1, $2, $3) "
+        "ON CONFLICT (number) DO NOTHING",
+        number,
+        now,
+        source,
+    )
+    # Nothing more to a number after its STOP: what was queued for it before is dropped now
+    # (its confirmation, queued in this same transaction, still goes).
+    await conn.execute(
+        "UPDATE outbound SET state = 'failed', finished_at = $1, lease_until = NULL, "
+        "error = 'recipient opted out (STOP)' "
+        "WHERE recipient = $2 AND state = 'pending' AND created_at < $1",
+        now,
+        number,
+    )
+
+
+async def _touch_group(conn: Conn, group_key: str, members: Sequence[str], now: float) -> None:
+    # Also locks the group's row until the caller commits: a group's messages get their
+    # sequence numbers in the order they commit, so no claim sees a later one first.
+    await conn.execute(
+        "INSERT INTO groups (key, members, created_at, updated_at) VALUES ($1, $2, $3, $3) "
+        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
+        group_key,
+        json.dumps(list(members)),
+        now,
+    )
+
+
+async def _insert_outbound(conn: Conn, outbound: Sequence[OutboxEntry], now: float) -> None:
+    if not outbound:
+        return
+    await conn.executemany(
+        "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
+        "body, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        [
+            (
+                entry.broadcast_id,
+                entry.inbound_uuid,
+                entry.group_key,
+                entry.message.to,
+                entry.message.client_ref,
+                json.dumps(entry.message.to_api()),
+                now,
+            )
+            for entry in outbound
+        ],
+    )
+    await _notify(conn, "outbox")

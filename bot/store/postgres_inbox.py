@@ -1,0 +1,166 @@
+"""The PostgreSQL store's inbox: webhooks stored once, claimed per group in order by any
+process of the fleet, completed atomically with their answers, state and consent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from bot.store import InboundRecord, InboxItem, LeaseLost, OutboxEntry
+from bot.store.common import group_state
+from bot.store.postgres_base import (
+    PostgresBase,
+    _insert_outbound,
+    _notify,
+    _opted_out,
+    _set_consent,
+    _touch_group,
+)
+
+
+class InboxQueries(PostgresBase):
+    async def accept_inbound(
+        self,
+        message_uuid: str,
+        group_key: str,
+        members: Sequence[str],
+        body: bytes,
+        now: float,
+        *,
+        jti: str | None = None,
+    ) -> bool:
+        async with self._transaction() as conn:
+            await self._remember_jti(conn, jti, now)
+            await _touch_group(conn, group_key, members, now)
+            stored = await conn.fetchval(
+                "INSERT INTO inbound (message_uuid, group_key, body, received_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (message_uuid) DO NOTHING RETURNING true",
+                message_uuid,
+                group_key,
+                body,
+                now,
+            )
+            if stored:
+                await _notify(conn, "inbox")
+            return bool(stored)
+
+    async def claim_inbound(
+        self, limit: int, now: float, lease_seconds: float, max_attempts: int
+    ) -> list[InboxItem]:
+        async with self._transaction() as conn:
+            # A message whose processing died with its process max_attempts times is poison:
+            # set it aside, so that the rest of its group goes on.
+            await conn.execute(
+                "UPDATE inbound SET state = 'failed', lease_until = NULL, processed_at = $1, "
+                "error = 'gave up after ' || attempts || ' attempts that did not finish' "
+                "WHERE state = 'processing' AND lease_until < $1 AND attempts >= $2",
+                now,
+                max_attempts,
+            )
+            # The head of each group: its oldest open message. Only a head whose group has
+            # nothing in progress may be taken; the state is checked again on the locked row
+            # (READ COMMITTED re-reads a row another process changed since the snapshot).
+            rows = await conn.fetch(
+                """
+                WITH heads AS (
+                    SELECT DISTINCT ON (group_key) seq FROM inbound
+                    WHERE state IN ('pending', 'processing') ORDER BY group_key, seq
+                )
+                SELECT i.seq FROM inbound i
+                WHERE i.seq IN (SELECT seq FROM heads)
+                  AND (i.state = 'pending' OR (i.state = 'processing' AND i.lease_until < $1))
+                ORDER BY i.seq LIMIT $2
+                FOR UPDATE OF i SKIP LOCKED
+                """,
+                now,
+                limit,
+            )
+            if not rows:
+                return []
+            claimed = await conn.fetch(
+                """
+                UPDATE inbound i SET state = 'processing', lease_until = $1, owner = $2,
+                    attempts = i.attempts + 1
+                FROM groups g
+                WHERE i.seq = ANY($3) AND g.key = i.group_key
+                RETURNING i.seq, i.message_uuid, i.group_key, g.members, g.state, i.body,
+                    i.attempts
+                """,
+                now + lease_seconds,
+                self.owner,
+                [row["seq"] for row in rows],
+            )
+            members = {row["seq"]: tuple(json.loads(row["members"])) for row in claimed}
+            stopped = await _opted_out(conn, [m for group in members.values() for m in group])
+        return [
+            InboxItem(
+                message_uuid=row["message_uuid"],
+                group_key=row["group_key"],
+                members=members[row["seq"]],
+                state=group_state(row["state"]),
+                body=bytes(row["body"]),
+                attempts=row["attempts"],
+                opted_out=stopped & set(members[row["seq"]]),
+            )
+            for row in sorted(claimed, key=lambda row: row["seq"])
+        ]
+
+    async def complete_inbound(
+        self,
+        item: InboxItem,
+        *,
+        now: float,
+        route: str | None,
+        outbound: Sequence[OutboxEntry],
+        state: str | None,
+        error: str | None = None,
+        consent: tuple[str, bool] | None = None,
+    ) -> None:
+        async with self._transaction() as conn:
+            # Fenced by the attempt: if our lease ran out and another claim took the message
+            # over, this outcome is stale and nothing of it is written.
+            done = await conn.fetchval(
+                "UPDATE inbound SET state = $1, route = $2, error = $3, processed_at = $4, "
+                "lease_until = NULL WHERE message_uuid = $5 AND state = 'processing' "
+                "AND attempts = $6 RETURNING true",
+                "failed" if error else "done",
+                route,
+                error,
+                now,
+                item.message_uuid,
+                item.attempts,
+            )
+            if not done:
+                raise LeaseLost(f"inbound {item.message_uuid} was claimed again")
+            await _insert_outbound(conn, outbound, now)
+            if state is not None:
+                await conn.execute(
+                    "UPDATE groups SET state = $1, updated_at = $2 WHERE key = $3",
+                    state,
+                    now,
+                    item.group_key,
+                )
+            if consent is not None:
+                number, subscribed = consent
+                await _set_consent(conn, number, subscribed, now, source="keyword")
+            # No NOTIFY: the worker that finished this claims again at once, and so takes
+            # the group's next message itself.
+
+    async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
+        async with self._reading() as conn:
+            return await _opted_out(conn, numbers)
+
+    async def load_state(self, group_key: str) -> dict[str, Any]:
+        async with self._reading() as conn:
+            text = await conn.fetchval("SELECT state FROM groups WHERE key = $1", group_key)
+        return group_state(text) if text is not None else {}
+
+    async def inbound(self, message_uuid: str) -> InboundRecord | None:
+        async with self._reading() as conn:
+            row = await conn.fetchrow(
+                "SELECT message_uuid, group_key, state, route, error, attempts FROM inbound "
+                "WHERE message_uuid = $1",
+                message_uuid,
+            )
+        return None if row is None else InboundRecord(**dict(row))

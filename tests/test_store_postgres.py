@@ -1,0 +1,117 @@
+"""What only the PostgreSQL store does: migrations raced by a fleet starting together, claims
+by many processes at once, the fleet's shared send slots, and LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot.groups import Group
+from bot.store import Store, open_store
+from bot.store.schema import POSTGRES_MIGRATIONS
+from tests.postgres import TemporaryPostgres
+from tests.test_store import accept, planned
+
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+def url(postgres: TemporaryPostgres) -> str:
+    return postgres.create_database()
+
+
+@pytest.fixture
+async def fleet(url: str, tmp_path: Path) -> AsyncIterator[list[Store]]:
+    """Three stores on one new database, as three processes would have."""
+    stores = list(await asyncio.gather(*(open_store(url, root=tmp_path) for _ in range(3))))
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def test_a_fleet_starting_together_migrates_once(fleet: list[Store]) -> None:
+    versions = [await store.schema_version() for store in fleet]
+    assert versions == [len(POSTGRES_MIGRATIONS)] * 3
+
+
+async def test_a_fleet_claiming_at_once_keeps_each_group_in_order_and_once(
+    fleet: list[Store],
+) -> None:
+    groups = [Group((f"1202555{n:04d}", f"1202556{n:04d}")) for n in range(8)]
+    arrival = {group.key: [f"{group.key}-{k}" for k in range(6)] for group in groups}
+    for k in range(6):
+        for group in groups:
+            await accept(fleet[k % 3], arrival[group.key][k], group)
+    handled: dict[str, list[str]] = {group.key: [] for group in groups}
+    busy: set[str] = set()
+
+    async def process(store: Store) -> None:
+        idle = 0
+        while idle < 20:
+            items = await store.claim_inbound(4, NOW, 60, 5)
+            idle = 0 if items else idle + 1
+            for item in items:
+                assert item.group_key not in busy, "two messages of one group at once"
+                busy.add(item.group_key)
+                await asyncio.sleep(random.uniform(0, 0.003))
+                handled[item.group_key].append(item.message_uuid)
+                busy.discard(item.group_key)
+                await store.complete_inbound(item, now=NOW, route=None, outbound=[], state=None)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(process(store) for store in fleet for _ in range(2)))
+
+    assert handled == arrival
+
+
+async def test_send_slots_are_shared_by_the_fleet(fleet: list[Store]) -> None:
+    waits = await asyncio.gather(
+        *(store.reserve_send("account", 1.0) for _ in range(5) for store in fleet)
+    )
+
+    # Fifteen reservations made within a few milliseconds get fifteen slots a second apart,
+    # whichever process asked: the first now, the last 14 s from now.
+    for slot, wait in enumerate(sorted(waits)):
+        assert slot - 0.25 < wait <= slot + 0.05
+    assert await fleet[0].reserve_send("number:12025550100", 1.0) == 0.0  # its own schedule
+
+
+async def test_processes_are_woken_by_what_another_one_stores(fleet: list[Store]) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    fleet[0].listen(heard.put_nowait)
+    assert {await heard.get(), await heard.get()} == {"inbox", "outbox"}  # on connecting
+
+    group = Group(("12025550101", "12025550102"))
+    await accept(fleet[1], "m1", group)
+    assert await asyncio.wait_for(heard.get(), 5) == "inbox"
+    await fleet[2].enqueue(planned("b-1", group), group.members, NOW)
+    assert await asyncio.wait_for(heard.get(), 5) == "outbox"
+
+
+async def test_the_listener_reconnects_when_its_connection_is_lost(
+    fleet: list[Store], url: str
+) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    fleet[0].listen(heard.put_nowait)
+    await heard.get()
+    await heard.get()
+
+    admin = await asyncpg.connect(url)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        )
+    finally:
+        await admin.close()
+
+    assert killed == 1
+    # Reconnected: told to look for what it may have missed, then woken as before.
+    assert {await asyncio.wait_for(heard.get(), 10) for _ in range(2)} == {"inbox", "outbox"}
+    await accept(fleet[1], "after", Group(("12025550101",)))
+    assert await asyncio.wait_for(heard.get(), 5) == "inbox"
