@@ -8,6 +8,7 @@ When sending is rate-limited, each claimed message waits for its slot (see ratel
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -17,12 +18,17 @@ from bot.client import Provider
 from bot.exceptions import LeaseLost, PermanentApiError, TransientApiError
 from bot.metrics import Metrics
 from bot.numbers import mask
-from bot.ratelimit import SendRate
+from bot.ratelimit import SLOT_LATENESS_SECONDS, SendRate
 from bot.retry import RetryPolicy
 from bot.store import OutboxItem, Store
 from bot.workers import LEASE_MARGIN_SECONDS, Worker
 
 log = structlog.get_logger("groupbot.outbox")
+
+# A rate-limited worker claims no further ahead than this: what it has claimed is sent
+# within about this long, far inside the claims' leases.
+SCHEDULE_HORIZON_SECONDS = 0.25
+MAX_RESLOTS = 10  # a process this overloaded sends anyway rather than never
 
 
 class OutboxWorker(Worker[OutboxItem]):
@@ -50,6 +56,8 @@ class OutboxWorker(Worker[OutboxItem]):
         self.lease_seconds = request_timeout_seconds + LEASE_MARGIN_SECONDS
         self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
         self._paused_until = 0.0
+        self._send_at: dict[int, float] = {}  # claimed message id -> its slot (monotonic)
+        self._booked_until = 0.0  # the latest slot this worker holds (monotonic)
         self.on_change = on_change  # told after each recorded outcome (live web chat)
         self.metrics = metrics or Metrics()
 
@@ -58,16 +66,21 @@ class OutboxWorker(Worker[OutboxItem]):
             return []
         if not self.rate.limited:
             return await self._claim(limit)
-        # Rate-limited: one at a time, each waiting for its slot once claimed, so that an
-        # idle worker reserves no slot that another process of a fleet could have used. The
-        # wait is at most one slot per process, well inside the claim's lease.
-        claimed = await self._claim(1)
-        for item in claimed:
-            await self.rate.acquire(self.sender)
-            if time.time() < self._paused_until:
-                # A 429 came back while this one waited: it goes when the pause is over.
-                await self.store.record_retry(item, "held back by a 429", self._paused_until)
-                return []
+        # Rate-limited: claim what the slots can send within the horizon, then reserve that
+        # many slots (after the claim, so an idle worker reserves none that another process
+        # of a fleet could use); each message waits for its own slot in handle().
+        ahead = self._booked_until - time.monotonic() - SCHEDULE_HORIZON_SECONDS
+        if ahead > 0:
+            await asyncio.sleep(ahead)  # booked far enough: claims wait, leases stay short
+        claimed = await self._claim(min(limit, self.rate.batch(SCHEDULE_HORIZON_SECONDS)))
+        if claimed:
+            delays = await self.rate.schedule(self.sender, len(claimed))
+            # Counted from the answer, not the question: a slot taken as later than it is
+            # only delays a send, one taken as earlier could crowd another process's second.
+            start = time.monotonic()
+            for item, delay in zip(claimed, delays, strict=True):
+                self._send_at[item.id] = start + delay
+            self._booked_until = max(self._booked_until, start + delays[-1])
         return claimed
 
     async def _claim(self, limit: int) -> list[OutboxItem]:
@@ -93,10 +106,28 @@ class OutboxWorker(Worker[OutboxItem]):
             broadcast=item.broadcast_id, group=item.group_key, to=mask(item.message.to)
         )
         try:
-            await self._send(item)
+            if (at := self._send_at.pop(item.id, None)) is not None:
+                await self._wait_for_slot(at)
+            if time.time() < self._paused_until:
+                # A 429 came back while this one waited: it goes when the pause is over.
+                await self.store.record_retry(item, "held back by a 429", self._paused_until)
+            else:
+                await self._send(item)
         except LeaseLost:
             log.warning("send_lease_lost", attempts=item.attempts)
         self.on_change()
+
+    async def _wait_for_slot(self, at: float) -> None:
+        """Wait for the slot at `at` (monotonic); if this process was too busy to go on time,
+        take a new slot: a send that leaves late could crowd the next second."""
+        for _ in range(MAX_RESLOTS):
+            if (wait := at - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if time.monotonic() - at <= SLOT_LATENESS_SECONDS:
+                return
+            [delay] = await self.rate.schedule(self.sender, 1)
+            at = time.monotonic() + delay
+        log.warning("send_slots_missed", times=MAX_RESLOTS)
 
     async def _send(self, item: OutboxItem) -> None:
         try:

@@ -27,6 +27,7 @@ class Recorded:
     claims: dict[str, Any] | None
     status: int
     message_uuid: str | None
+    at: float = field(default_factory=time.monotonic)  # when it was answered (or dropped)
 
 
 @dataclass(frozen=True)

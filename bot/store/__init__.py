@@ -158,9 +158,9 @@ class Store(Protocol):
         a message (a fleet on PostgreSQL); a single-process store never calls it."""
         ...
 
-    async def reserve_send(self, key: str, interval_seconds: float) -> float:
-        """Reserve the next send slot of `key` (one every `interval_seconds`, for every
-        process this store is shared by); return the seconds to wait for it."""
+    async def reserve_send(self, key: str, interval_seconds: float, count: int = 1) -> float:
+        """Reserve the next `count` send slots of `key` (one every `interval_seconds`, for
+        every process this store is shared by); return the seconds until the first."""
         ...
 
     async def release_orphans(self) -> int:

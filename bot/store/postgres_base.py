@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 CHANNEL = "groupbot"  # NOTIFY payloads: "inbox" (a message stored), "outbox" (one queued)
 MIGRATION_LOCK = 0x67726F7570626F74  # pg_advisory_xact_lock key: "groupbot" in ASCII
 PING_SECONDS = 2.0
+CONNECT_SECONDS = 5.0  # a database that does not answer is reported, not waited for
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # the LISTEN connection's backoff when lost
 
 
@@ -47,7 +48,9 @@ class PostgresBase:
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = 10) -> Self:
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=pool_size, timeout=CONNECT_SECONDS
+        )
         store = cls(pool, dsn)
         try:
             await store._migrate()
@@ -99,7 +102,7 @@ class PostgresBase:
         while True:
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, timeout=CONNECT_SECONDS)
             except (OSError, asyncpg.PostgresError) as exc:
                 delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
                 failures += 1
@@ -159,22 +162,23 @@ class PostgresBase:
                 await _notify(conn, "outbox")
         return int(inbox) + int(outbox)
 
-    async def reserve_send(self, key: str, interval_seconds: float) -> float:
-        """Reserve the next free send slot of `key` for the whole fleet, one every
-        `interval_seconds`; return how many seconds from now it begins (by the database's
-        clock, so the processes' clocks need not agree)."""
+    async def reserve_send(self, key: str, interval_seconds: float, count: int = 1) -> float:
+        """Reserve the next `count` free send slots of `key` for the whole fleet, one every
+        `interval_seconds`; return how many seconds from now the first begins (by the
+        database's clock, so the processes' clocks need not agree)."""
         async with self._transaction() as conn:
             wait = await conn.fetchval(
                 """
                 WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS at)
                 INSERT INTO send_slots AS s (key, next_at)
-                SELECT $1, now.at + $2 FROM now
+                SELECT $1, now.at + $2::float8 * $3::int FROM now
                 ON CONFLICT (key) DO UPDATE
-                    SET next_at = GREATEST(s.next_at, (SELECT at FROM now)) + $2
-                RETURNING s.next_at - $2 - (SELECT at FROM now)
+                    SET next_at = GREATEST(s.next_at, (SELECT at FROM now)) + $2::float8 * $3::int
+                RETURNING s.next_at - $2::float8 * $3::int - (SELECT at FROM now)
                 """,
                 key,
                 interval_seconds,
+                count,
             )
         return max(0.0, float(wait))
 

@@ -138,8 +138,8 @@ class SqliteBase:
     def listen(self, on_notify: Callable[[str], None]) -> None:
         """Nothing to listen to: one process serves a SQLite file, and wakes its own workers."""
 
-    async def reserve_send(self, key: str, interval_seconds: float) -> float:
-        return await self._slots.reserve(key, interval_seconds)
+    async def reserve_send(self, key: str, interval_seconds: float, count: int = 1) -> float:
+        return await self._slots.reserve(key, interval_seconds, count)
 
     async def ping(self) -> None:
         async with self._reading() as db, db.execute("SELECT 1") as cursor:
