@@ -234,7 +234,7 @@ class Config(_Section):
     routes: list[RouteSettings] = []
     intents: dict[str, IntentSettings] = {}
     # An intent route answers when the classifier is at least this confident (0-1).
-    intent_threshold: Annotated[float, Field(ge=0, le=1)] = 0.4
+    intent_threshold: Annotated[float, Field(ge=0, le=1)] = 0.35
     fallback: FallbackSettings | None = None
     # Set by load_config: the folder relative paths are resolved against.
     root: Path = Path()

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.exceptions import InvalidInput
-from bot.intents import TfidfClassifier
+from bot.intents import IntentClassifier
 from bot.models import invalid_input
 
 
@@ -89,7 +89,7 @@ def evaluate(
     -> its route's own threshold, or None for the global one), an intent without a route is
     out of scope, as it is at run time; without it, every intent counts."""
     started = time.perf_counter()
-    classifier = TfidfClassifier.train(intents)
+    classifier = IntentClassifier.train(intents)
     train_seconds = time.perf_counter() - started
     predicted: list[str | None] = []
     timings: list[float] = []

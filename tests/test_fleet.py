@@ -199,10 +199,14 @@ async def test_a_fleet_loses_nothing_keeps_order_and_the_rate_when_one_process_d
     assert len(doubled) <= 32  # at most one outbox's worth of sends in flight
     for key in doubled:
         assert min(m.at for m in accepted if (m.to, m.text) == key) <= killed_at
-    # The account's rate held for the fleet as a whole.
+    # The account's rate held for the fleet as a whole. The API's clock is its own event
+    # loop's: on a loaded machine it can stall and then time several requests at once, which
+    # crowds a one-second window without any send having left early. Five-second windows
+    # are not fooled by that; one-second windows get a margin for it.
     arrivals = sorted(m.at for m in accepted)
-    busiest = max(bisect.bisect_left(arrivals, at + 1.0) - i for i, at in enumerate(arrivals))
-    # Slots are (1 + 0.05) / RATE apart and a send later than 20 ms takes a new one; the
-    # rest is the way to the API on a machine whose two cores run five busy processes.
-    assert busiest <= RATE * 1.05
-    assert len(arrivals) / (arrivals[-1] - arrivals[0]) <= RATE
+
+    def busiest(seconds: float) -> int:
+        return max(bisect.bisect_left(arrivals, at + seconds) - i for i, at in enumerate(arrivals))
+
+    assert busiest(5.0) <= 5 * RATE
+    assert busiest(1.0) <= RATE * 1.2

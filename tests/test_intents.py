@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.intents import BACKGROUND, TfidfClassifier, cache_key, load_or_train
+from bot.intents import BACKGROUND, IntentClassifier, cache_key, load_or_train
 
 INTENTS = {
     "book_visit": [
@@ -23,7 +23,7 @@ INTENTS = {
 
 
 def test_scores_rank_the_likeliest_intent_first_with_a_confidence() -> None:
-    classifier = TfidfClassifier.train(INTENTS)
+    classifier = IntentClassifier.train(INTENTS)
 
     scores = classifier.scores("can someone come out on friday?")
 
@@ -34,7 +34,7 @@ def test_scores_rank_the_likeliest_intent_first_with_a_confidence() -> None:
 
 
 def test_everyday_chat_gets_low_confidence() -> None:
-    classifier = TfidfClassifier.train(INTENTS)
+    classifier = IntentClassifier.train(INTENTS)
 
     [(_, confidence), *_] = classifier.scores("thanks, see you later")
 
@@ -42,7 +42,7 @@ def test_everyday_chat_gets_low_confidence() -> None:
 
 
 def test_one_intent_alone_still_classifies() -> None:
-    classifier = TfidfClassifier.train({"book_visit": INTENTS["book_visit"]})
+    classifier = IntentClassifier.train({"book_visit": INTENTS["book_visit"]})
 
     assert classifier.scores("book a visit for monday")[0][0] == "book_visit"
     assert classifier.scores("ok thanks")[0][1] < classifier.scores("book a visit")[0][1]
