@@ -13,11 +13,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from bot.chat import chat_in_terminal
 from bot.compose import compose
 from bot.config import Config, IntentSettings, default_path, load_config, load_yaml
 from bot.core import Bot, build_bot, intent_examples
-from bot.evaluation import evaluate, read_labelled
 from bot.exceptions import ConfigError, InvalidInput
 from bot.groups import Group
 from bot.log import configure
@@ -26,7 +24,6 @@ from bot.numbers import display
 from bot.plugins import load_plugins
 from bot.routing import Explanation
 from bot.runtime import running
-from bot.scaffold import new_handler
 from bot.store import OutboxRecord, open_store
 
 
@@ -51,8 +48,12 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "intents":
             return _intents_eval(config, args)
         if args.command == "chat":
+            from bot.chat import chat_in_terminal
+
             return asyncio.run(chat_in_terminal(args.config, args.member))
         if args.command == "new":
+            from bot.scaffold import new_handler
+
             written = new_handler(config, args.config, args.name)
             for path in written.paths:
                 print(f"wrote {path}")
@@ -327,6 +328,8 @@ def _intents_eval(config: Config, args: argparse.Namespace) -> int:
     if not intents:
         raise InvalidInput("intents", "no intents to evaluate: none in the config or the file")
     threshold = args.threshold if args.threshold is not None else config.intent_threshold
+    from bot.evaluation import evaluate, read_labelled  # scikit-learn: only when evaluating
+
     report = evaluate(intents, read_labelled(args.data), threshold=threshold, per_intent=per_intent)
     print(report.as_json() if args.json else report.as_text())
     return 0

@@ -28,6 +28,10 @@ from bot.exceptions import ApiError, ConfigError, PermanentApiError, TransientAp
 from bot.models import Accepted, OutboundMessage
 
 JWT_LIFETIME_SECONDS = 120
+# A token serves the requests of this many seconds (Vonage accepts an application JWT until it
+# expires): an RS256 signature costs more than the rest of a send, and one per request would
+# be a third of a busy bot's time. Renewed well before it expires.
+JWT_REUSE_SECONDS = 10
 # A Retry-After beyond this is taken as this: one bad header must not stop sending for days.
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
@@ -64,19 +68,22 @@ class MessagesClient:
                 ["provider: expected application_id and private_key, or api_key and api_secret"]
             )
         self._session: aiohttp.ClientSession | None = None
+        self._token: tuple[float, str] | None = None  # (signed at, header value)
 
-    def authorization(self) -> str:
+    def authorization(self, now: float | None = None) -> str:
         if self._key is None:
             assert self._basic is not None
             return self._basic
-        now = int(time.time())
-        claims = {
-            "application_id": self._application_id,
-            "iat": now,
-            "exp": now + JWT_LIFETIME_SECONDS,
-            "jti": str(uuid.uuid4()),
-        }
-        return "Bearer " + jwt.encode(claims, self._key, algorithm="RS256")
+        now = time.time() if now is None else now
+        if self._token is None or now - self._token[0] >= JWT_REUSE_SECONDS or now < self._token[0]:
+            claims = {
+                "application_id": self._application_id,
+                "iat": int(now),
+                "exp": int(now) + JWT_LIFETIME_SECONDS,
+                "jti": str(uuid.uuid4()),
+            }
+            self._token = (now, "Bearer " + jwt.encode(claims, self._key, algorithm="RS256"))
+        return self._token[1]
 
     async def send(self, message: OutboundMessage) -> str | None:
         if self._session is None:

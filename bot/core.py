@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from bot.config import Config, RouteSettings
 from bot.dispatch import Dispatcher
 from bot.exceptions import ConfigError
-from bot.intents import load_or_train
 from bot.plugins import Handler, Registry, load_plugins
 from bot.routing import Route, Router, words
 from bot.templates import Templates
@@ -120,6 +119,9 @@ def build_bot(config: Config) -> Bot:
         raise ConfigError(problems)
     classifier = None
     if any(route.intent for route in routes):
+        # Imported here: scikit-learn and numpy cost a bot without intent routes ~100 MB.
+        from bot.intents import load_or_train
+
         classifier = load_or_train(intents, config.root / "var" / "cache").classifier
     router = Router(
         routes, fallback=fallback, classifier=classifier, threshold=config.intent_threshold

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bot import broadcast
+from bot.backlog import Backlog
 from bot.client import MessagesClient, Provider
 from bot.context import Reply
 from bot.core import Bot
@@ -70,6 +71,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     draining: bool = False  # set once shutdown begins: not ready for new traffic
     sweeper: asyncio.Task[None] | None = None
+    backlog: Backlog | None = None  # holds webhooks back while the queues are deep
 
     @property
     def alive(self) -> bool:
@@ -77,6 +79,8 @@ class Runtime:
 
     async def stop(self, grace_seconds: float = DRAIN_SECONDS) -> None:
         self.draining = True
+        if self.backlog is not None:
+            await self.backlog.stop()
         if self.sweeper is not None:
             self.sweeper.cancel()
             await asyncio.gather(self.sweeper, return_exceptions=True)
@@ -223,6 +227,8 @@ async def running(
 
         store.listen(notified)
         runtime.sweeper = asyncio.create_task(_sweep_orphans(store, inbox, outbox))
+        runtime.backlog = Backlog(store)
+        runtime.backlog.start()
     try:
         yield runtime
     finally:

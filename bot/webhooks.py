@@ -42,6 +42,8 @@ async def receive_inbound(
     try:
         jti = _verify(runtime, body, authorization)
         _check_content_type(content_type)
+        if runtime.backlog is not None:
+            await runtime.backlog.admit()
         config = runtime.bot.config.bot
         stored = await accept(
             runtime.store,

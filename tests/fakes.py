@@ -1,7 +1,7 @@
 """A scripted fake Messages API: a real aiohttp server that checks auth like Vonage would.
 
 Each request's JWT is verified with the application's public key (RS256, `application_id`,
-fresh `jti`, `exp`). Answers come from a script (status, body, headers, delay), else 202 with
+`jti`, `exp`). Answers come from a script (status, body, headers, delay), else 202 with
 a new message_uuid. Tests read `accepted` (requests answered 202) and `attempts` (all).
 """
 
@@ -55,7 +55,6 @@ class FakeMessagesApi:
         self.arrived = 0  # requests received, including those still held by a delay
         self.script: deque[Scripted] = deque()
         self.url = ""
-        self._seen_jti: set[str] = set()
         self._changed = asyncio.Condition()
 
     @property
@@ -149,8 +148,10 @@ class FakeMessagesApi:
             )
         except jwt.PyJWTError as exc:
             return None, {**unauthorized, "detail": str(exc)}
-        fresh = claims["jti"] not in self._seen_jti and claims["exp"] - time.time() <= 300
-        if claims.get("application_id") != self.application_id or not fresh:
+        # Like Vonage: a token is good until it expires (checked by decode above), and may
+        # serve several requests; a lifetime over five minutes is refused here, as a
+        # long-lived token would be a risk.
+        short_lived = claims["exp"] - claims["iat"] <= 300
+        if claims.get("application_id") != self.application_id or not short_lived:
             return claims, unauthorized
-        self._seen_jti.add(claims["jti"])
         return claims, None

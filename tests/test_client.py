@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from bot.client import MessagesClient
+from bot.client import JWT_REUSE_SECONDS, MessagesClient
 from bot.config import ProviderSettings
 from bot.exceptions import ConfigError, PermanentApiError, TransientApiError
 from bot.models import OutboundMessage
@@ -165,18 +165,24 @@ async def test_jwt_is_rs256_signed_with_the_application_claims(
     assert claims["exp"] > time.time()
 
 
-async def test_each_request_has_a_fresh_jti(
+async def test_a_token_serves_a_few_seconds_of_requests_then_is_renewed(
     fake_api: FakeMessagesApi, make_client: MakeClient
 ) -> None:
     client = make_client(fake_api.url)
 
     for index in range(3):
         await client.send(docs_message(index))
+    now = time.time()
+    first = client.authorization(now)
+    later = client.authorization(now + JWT_REUSE_SECONDS + 1)
 
     assert [a.status for a in fake_api.attempts] == [202, 202, 202]
-    jtis = [a.claims["jti"] for a in fake_api.attempts if a.claims is not None]
-    assert len(jtis) == 3
-    assert len(set(jtis)) == 3
+    jtis = {a.claims["jti"] for a in fake_api.attempts if a.claims is not None}
+    assert len(jtis) == 1  # one signature for the three
+    assert later != first
+    claims = jwt.decode(later.partition(" ")[2], options={"verify_signature": False})
+    assert claims["iat"] == int(now + JWT_REUSE_SECONDS + 1)
+    assert claims["jti"] not in jtis
 
 
 async def test_jwt_signed_with_another_key_is_refused_as_permanent(

@@ -82,6 +82,12 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX webhook_tokens_seen ON webhook_tokens (seen_at);
     """,
+    # v2: the queues in arrival order, open items only, so that a claim reads the oldest
+    # few instead of grouping every open item to find each group's head.
+    """
+    CREATE INDEX inbound_queue ON inbound (seq) WHERE state IN ('pending', 'processing');
+    CREATE INDEX outbound_queue ON outbound (id) WHERE state IN ('pending', 'sending');
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -162,5 +168,9 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
         key TEXT PRIMARY KEY,
         next_at DOUBLE PRECISION NOT NULL
     );
+    """,
+    """
+    CREATE INDEX inbound_queue ON inbound (seq) WHERE state IN ('pending', 'processing');
+    CREATE INDEX outbound_queue ON outbound (id) WHERE state IN ('pending', 'sending');
     """,
 )

@@ -1,4 +1,4 @@
-"""The default store: one SQLite file through aiosqlite.
+"""The default store: one SQLite file, used from a thread of its own.
 
 Put together from the connection (sqlite_base: transactions, durability, claims' owners),
 the inbox's queries (sqlite_inbox) and the outbox's (sqlite_outbox); the conversation views
@@ -8,6 +8,7 @@ the simulator's pages read are here.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from bot.store import ThreadEntry
 from bot.store.common import process_identity, thread
@@ -21,20 +22,22 @@ class SqliteStore(InboxQueries, OutboxQueries):
     """The Store protocol on SQLite; what the simulator's pages read is here too."""
 
     async def groups(self) -> list[tuple[str, tuple[str, ...]]]:
-        async with (
-            self._reading() as db,
-            db.execute("SELECT key, members FROM groups ORDER BY updated_at DESC") as cursor,
-        ):
-            rows = await cursor.fetchall()
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT key, members FROM groups ORDER BY updated_at DESC"
+            ).fetchall()
+        )
         return [(row["key"], tuple(json.loads(row["members"]))) for row in rows]
 
     async def conversation(self, group_key: str) -> list[ThreadEntry]:
-        async with self._reading() as db:
-            inbound = await db.execute_fetchall(
+        def rows(db: sqlite3.Connection) -> list[ThreadEntry]:
+            inbound = db.execute(
                 "SELECT body, received_at, state FROM inbound WHERE group_key = ?", (group_key,)
-            )
-            outbound = await db.execute_fetchall(
+            ).fetchall()
+            outbound = db.execute(
                 "SELECT body, created_at, state, status FROM outbound WHERE group_key = ?",
                 (group_key,),
-            )
-        return thread(inbound, outbound)
+            ).fetchall()
+            return thread(inbound, outbound)
+
+        return await self._read(rows)

@@ -2,9 +2,15 @@
 webhook tokens, and the row helpers the queries share.
 
 WAL with `synchronous=FULL`, so a row is on disk when its write returns: the webhook's 200
-is only sent after that. Writes go through one connection under a lock, each multi-row change
-in one `BEGIN IMMEDIATE` transaction, which also serialises writers across processes
-(`groupbot send` beside a running bot).
+is only sent after that. One connection, used by one thread of its own: each unit of work
+(a method of the store) is a plain function that runs there in one hop, all its statements
+together, instead of one round trip to the thread per statement.
+
+Group commit: units that arrive while a commit is on its way to the disk share the next
+`BEGIN IMMEDIATE` transaction, each in a savepoint of its own, and one fsync makes them all
+durable. A unit that fails is rolled back to its savepoint alone; a commit that fails fails
+every unit in it, and none of them is written. `BEGIN IMMEDIATE` also serialises writers
+across processes (`groupbot send` beside a running bot).
 """
 
 from __future__ import annotations
@@ -13,27 +19,29 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self
-
-import aiosqlite
+from typing import Self, TypeVar
 
 from bot.exceptions import Replayed
 from bot.ratelimit import LocalSlots
-from bot.store import (
-    OutboxEntry,
-)
+from bot.store import OutboxEntry
 from bot.store.common import TOKEN_KEEP_SECONDS, TOKEN_PRUNE_EVERY, dead_owners, this_process
 from bot.store.schema import SQLITE_MIGRATIONS
 
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
+
 
 class SqliteBase:
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path, thread: ThreadPoolExecutor) -> None:
         self._db = db
         self.path = path
-        self._lock = asyncio.Lock()
+        self._thread = thread
+        self._open: asyncio.Future[None] | None = None  # the transaction units are joining
+        self._committing = False
+        self._closed = False
         self._tokens_seen = 0
         self.owner = this_process()  # who holds a claim; see release_orphans
         self._slots = LocalSlots()
@@ -41,65 +49,79 @@ class SqliteBase:
     @classmethod
     async def open(cls, path: Path) -> Self:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        for pragma in (
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = FULL",
-            "PRAGMA busy_timeout = 10000",
-            "PRAGMA foreign_keys = ON",
-        ):
-            await db.execute(pragma)
-        store = cls(db, path)
-        await store._migrate()
+        thread = ThreadPoolExecutor(1, thread_name_prefix="groupbot-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            for pragma in (
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA busy_timeout = 10000",
+                "PRAGMA foreign_keys = ON",
+            ):
+                db.execute(pragma)
+            return db
+
+        db = await asyncio.get_running_loop().run_in_executor(thread, connect)
+        store = cls(db, path, thread)
+        await store._unit(_migrate)
         return store
 
-    async def _migrate(self) -> None:
-        async with self._transaction() as db:
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            version = int(row[0]) if row else 0
-            for number, script in enumerate(SQLITE_MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number}")
-
     async def schema_version(self) -> int:
-        async with self._reading() as db, db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        return await self._read(lambda db: int(db.execute("PRAGMA user_version").fetchone()[0]))
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-            except BaseException:
-                # Shielded: a cancelled caller must not leave the connection mid-transaction.
-                await asyncio.shield(self._rollback())
-                raise
-            await self._db.execute("COMMIT")
+    async def _unit(self, work: Work[T]) -> T:
+        """Run `work` as one all-or-nothing unit; return once it is committed."""
+        loop = asyncio.get_running_loop()
+        if self._open is None:
+            self._open = loop.create_future()
+        batch = self._open
+        result = loop.run_in_executor(self._thread, _in_savepoint, self._db, work)
+        if not self._committing:
+            # After this tick: units submitted meanwhile join the same transaction.
+            loop.call_soon(self._commit_open)
+        value = await result
+        await asyncio.shield(batch)
+        return value
 
-    async def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
-            await self._db.execute("ROLLBACK")
+    def _commit_open(self) -> None:
+        batch = self._open
+        if batch is None or self._committing:
+            return
+        self._open, self._committing = None, True
+        # The thread runs jobs in order: every unit of this batch runs before its COMMIT.
+        commit = asyncio.get_running_loop().run_in_executor(self._thread, _commit, self._db)
 
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        # Reads share the writers' connection, so they wait for the lock: otherwise they would
-        # see another coroutine's uncommitted rows.
-        async with self._lock:
-            yield self._db
+        def committed(done: asyncio.Future[None]) -> None:
+            self._committing = False
+            if (error := done.exception()) is not None:
+                batch.set_exception(error)
+                batch.exception()  # marked as seen: a unit that was cancelled never asks
+            else:
+                batch.set_result(None)
+            if self._open is not None:  # units arrived during the commit: the next one
+                self._commit_open()
+
+        commit.add_done_callback(committed)
+
+    async def _read(self, work: Work[T]) -> T:
+        """Run `work` (reads only) once what is pending has been committed, so that a read
+        never sees rows that might yet be rolled back."""
+        if (pending := self._open) is not None:
+            with contextlib.suppress(Exception):  # its units were told; the read goes on
+                await asyncio.shield(pending)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._db)
 
     async def release_orphans(self) -> int:
         """Free at once the claims of this host's processes that are gone (killed, crashed),
         instead of waiting for their leases to run out; return how many were freed."""
-        async with self._transaction() as db:
+
+        def release(db: sqlite3.Connection) -> int:
             owners = [
                 row[0]
                 for table in ("inbound", "outbound")
-                for row in await db.execute_fetchall(
+                for row in db.execute(
                     f"SELECT DISTINCT owner FROM {table} "  # noqa: S608 - fixed table names
                     "WHERE state IN ('processing', 'sending') AND owner IS NOT NULL"
                 )
@@ -107,16 +129,17 @@ class SqliteBase:
             freed = 0
             for table, state in (("inbound", "processing"), ("outbound", "sending")):
                 for owner in dead_owners(owners):
-                    cursor = await db.execute(
+                    freed += db.execute(
                         f"UPDATE {table} SET lease_until = 0 "  # noqa: S608 - fixed names
                         "WHERE state = ? AND owner = ?",
                         (state, owner),
-                    )
-                    freed += cursor.rowcount
-        return freed
+                    ).rowcount
+            return freed
 
-    async def _remember_jti(self, db: aiosqlite.Connection, jti: str | None, now: float) -> None:
-        """Record a webhook token's jti in the caller's transaction; Replayed if seen before.
+        return await self._unit(release)
+
+    def _remember_jti(self, db: sqlite3.Connection, jti: str | None, now: float) -> None:
+        """Record a webhook token's jti in the caller's unit; Replayed if seen before.
 
         Recorded with what it admits, so a webhook that fails to store (and is retried by
         Vonage) leaves no trace that would refuse the retry.
@@ -125,10 +148,8 @@ class SqliteBase:
             return
         self._tokens_seen += 1
         if self._tokens_seen % TOKEN_PRUNE_EVERY == 0:
-            await db.execute(
-                "DELETE FROM webhook_tokens WHERE seen_at < ?", (now - TOKEN_KEEP_SECONDS,)
-            )
-        cursor = await db.execute(
+            db.execute("DELETE FROM webhook_tokens WHERE seen_at < ?", (now - TOKEN_KEEP_SECONDS,))
+        cursor = db.execute(
             "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (jti, now),
         )
@@ -142,60 +163,97 @@ class SqliteBase:
         return await self._slots.reserve(key, interval_seconds, count)
 
     async def ping(self) -> None:
-        async with self._reading() as db, db.execute("SELECT 1") as cursor:
-            await cursor.fetchone()
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._db.close()
+        if self._closed:
+            return
+        self._closed = True
+        if (pending := self._open) is not None:
+            self._commit_open()
+            with contextlib.suppress(Exception):  # its units were told
+                await asyncio.shield(pending)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        self._thread.shutdown(wait=True)
 
 
-async def _opted_out(db: aiosqlite.Connection, numbers: Sequence[str]) -> frozenset[str]:
+def _in_savepoint(db: sqlite3.Connection, work: Work[T]) -> T:
+    if not db.in_transaction:
+        db.execute("BEGIN IMMEDIATE")
+    db.execute("SAVEPOINT unit")
+    try:
+        value = work(db)
+    except BaseException:
+        db.execute("ROLLBACK TO unit")
+        db.execute("RELEASE unit")
+        raise
+    db.execute("RELEASE unit")
+    return value
+
+
+def _commit(db: sqlite3.Connection) -> None:
+    if not db.in_transaction:
+        return  # every unit of the batch failed to begin
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    for number, script in enumerate(SQLITE_MIGRATIONS[version:], start=version + 1):
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number}")
+
+
+def _opted_out(db: sqlite3.Connection, numbers: Sequence[str]) -> frozenset[str]:
     unique = sorted(set(numbers))
     if not unique:
         return frozenset()
-    rows = await db.execute_fetchall(
+    rows = db.execute(
         f"SELECT number FROM opt_outs WHERE number IN ({', '.join('?' * len(unique))})",  # noqa: S608
         unique,
     )
     return frozenset(row[0] for row in rows)
 
 
-async def _set_consent(
-    db: aiosqlite.Connection, number: str, subscribed: bool, now: float, *, source: str
+def _set_consent(
+    db: sqlite3.Connection, number: str, subscribed: bool, now: float, *, source: str
 ) -> None:
     if subscribed:
-        await db.execute("DELETE FROM opt_outs WHERE number = ?", (number,))
-    else:
-        await db.execute(
-            "INSERT INTO opt_outs (number, opted_out_at, source) VALUES (?, ?, ?) "
-            "ON CONFLICT (number) DO NOTHING",
-            (number, now, source),
-        )
-        # Nothing more to a number after its STOP: what was queued for it before is dropped
-        # now (its confirmation, queued in this same transaction, still goes).
-        await db.execute(
-            "UPDATE outbound SET state = 'failed', finished_at = ?, lease_until = NULL, "
-            "error = 'recipient opted out (STOP)' "
-            "WHERE recipient = ? AND state = 'pending' AND created_at < ?",
-            (now, number, now),
-        )
+        db.execute("DELETE FROM opt_outs WHERE number = ?", (number,))
+        return
+    db.execute(
+        "INSERT INTO opt_outs (number, opted_out_at, source) VALUES (?, ?, ?) "
+        "ON CONFLICT (number) DO NOTHING",
+        (number, now, source),
+    )
+    # Nothing more to a number after its STOP: what was queued for it before is dropped now
+    # (its confirmation, queued in this same unit, still goes).
+    db.execute(
+        "UPDATE outbound SET state = 'failed', finished_at = ?, lease_until = NULL, "
+        "error = 'recipient opted out (STOP)' "
+        "WHERE recipient = ? AND state = 'pending' AND created_at < ?",
+        (now, number, now),
+    )
 
 
-async def _touch_group(
-    db: aiosqlite.Connection, group_key: str, members: Sequence[str], now: float
+def _touch_group(
+    db: sqlite3.Connection, group_key: str, members: Sequence[str], now: float
 ) -> None:
-    await db.execute(
+    db.execute(
         "INSERT INTO groups (key, members, created_at, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
         (group_key, json.dumps(list(members)), now, now),
     )
 
 
-async def _insert_outbound(
-    db: aiosqlite.Connection, outbound: Sequence[OutboxEntry], now: float
-) -> None:
-    await db.executemany(
+def _insert_outbound(db: sqlite3.Connection, outbound: Sequence[OutboxEntry], now: float) -> None:
+    db.executemany(
         "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
         "body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [

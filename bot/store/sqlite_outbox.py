@@ -3,16 +3,11 @@ outcomes fenced by attempt, delivery statuses, and what they cost."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from bot.models import MessageStatus, OutboundMessage
-from bot.store import (
-    LeaseLost,
-    OutboxEntry,
-    OutboxItem,
-    OutboxRecord,
-    UsageRow,
-)
+from bot.store import LeaseLost, OutboxEntry, OutboxItem, OutboxRecord, UsageRow
 from bot.store.common import opted_out_rejection, status_reason, usage_rows
 from bot.store.sqlite_base import SqliteBase, _insert_outbound, _set_consent, _touch_group
 
@@ -24,10 +19,12 @@ class OutboxQueries(SqliteBase):
     async def enqueue(
         self, outbound: Sequence[OutboxEntry], members: Sequence[str], now: float
     ) -> None:
-        async with self._transaction() as db:
+        def enqueue(db: sqlite3.Connection) -> None:
             for group_key in {entry.group_key for entry in outbound}:
-                await _touch_group(db, group_key, members, now)
-            await _insert_outbound(db, outbound, now)
+                _touch_group(db, group_key, members, now)
+            _insert_outbound(db, outbound, now)
+
+        await self._unit(enqueue)
 
     async def claim_outbound(
         self,
@@ -38,48 +35,53 @@ class OutboxQueries(SqliteBase):
         *,
         broadcast_id: str | None = None,
     ) -> list[OutboxItem]:
-        async with self._transaction() as db:
-            # Sends whose process died mid-attempt max_attempts times are given up.
-            await db.execute(
+        def claim(db: sqlite3.Connection) -> list[OutboxItem]:
+            # Sends whose process died mid-attempt max_attempts times are given up. Then the
+            # oldest messages that head their member's queue (nothing older still open).
+            db.execute(
                 "UPDATE outbound SET state = 'failed', lease_until = NULL, finished_at = ?, "
                 "error = 'gave up after ' || attempts || ' attempts that did not finish' "
                 "WHERE state = 'sending' AND lease_until < ? AND attempts >= ?",
                 (now, now, max_attempts),
             )
-            async with db.execute(
+            rows = db.execute(
                 """
                 SELECT o.id, o.broadcast_id, o.group_key, o.body, o.attempts, o.created_at,
                     COALESCE(i.received_at, o.created_at) AS origin_at
-                FROM outbound o LEFT JOIN inbound i ON i.message_uuid = o.inbound_uuid
-                WHERE o.id IN (
-                    SELECT MIN(id) FROM outbound
-                    WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
-                )
+                FROM outbound o INDEXED BY outbound_queue
+                LEFT JOIN inbound i ON i.message_uuid = o.inbound_uuid
+                WHERE o.state IN ('pending', 'sending')
                 AND ((o.state = 'pending' AND o.next_attempt_at <= ?)
                      OR (o.state = 'sending' AND o.lease_until < ?))
                 AND (? IS NULL OR o.broadcast_id = ?)
+                AND NOT EXISTS (
+                    SELECT 1 FROM outbound e WHERE e.group_key = o.group_key
+                    AND e.recipient = o.recipient AND e.id < o.id
+                    AND e.state IN ('pending', 'sending')
+                )
                 ORDER BY o.id LIMIT ?
                 """,
                 (now, now, broadcast_id, broadcast_id, limit),
-            ) as cursor:
-                rows = list(await cursor.fetchall())
-            await db.executemany(
+            ).fetchall()
+            db.executemany(
                 "UPDATE outbound SET state = 'sending', lease_until = ?, owner = ?, "
                 "attempts = attempts + 1 WHERE id = ?",
                 [(now + lease_seconds, self.owner, row["id"]) for row in rows],
             )
-        return [
-            OutboxItem(
-                id=row["id"],
-                broadcast_id=row["broadcast_id"],
-                group_key=row["group_key"],
-                message=OutboundMessage.model_validate_json(row["body"]),
-                attempts=row["attempts"] + 1,
-                created_at=row["created_at"],
-                origin_at=row["origin_at"],
-            )
-            for row in rows
-        ]
+            return [
+                OutboxItem(
+                    id=row["id"],
+                    broadcast_id=row["broadcast_id"],
+                    group_key=row["group_key"],
+                    message=OutboundMessage.model_validate_json(row["body"]),
+                    attempts=row["attempts"] + 1,
+                    created_at=row["created_at"],
+                    origin_at=row["origin_at"],
+                )
+                for row in rows
+            ]
+
+        return await self._unit(claim)
 
     async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> bool:
         return await self._finish_attempt(
@@ -103,21 +105,24 @@ class OutboxQueries(SqliteBase):
         self, item: OutboxItem, assignments: str, values: tuple[object, ...]
     ) -> bool:
         """Record an attempt's outcome; True when its broadcast has nothing left to go."""
-        async with self._transaction() as db:
+
+        def finish(db: sqlite3.Connection) -> bool:
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
-            cursor = await db.execute(
+            cursor = db.execute(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
                 "WHERE id = ? AND state = 'sending' AND attempts = ?",
                 (*values, item.id, item.attempts),
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(f"outbound {item.id} was claimed again")
-            rows = await db.execute_fetchall(
+            left = db.execute(
                 "SELECT 1 FROM outbound WHERE broadcast_id = ? "
                 "AND state IN ('pending', 'sending') LIMIT 1",
                 (item.broadcast_id,),
-            )
-            return not rows
+            ).fetchone()
+            return left is None
+
+        return await self._unit(finish)
 
     async def record_status(
         self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
@@ -125,16 +130,17 @@ class OutboxQueries(SqliteBase):
         uuid = str(status.message_uuid)
         usage = status.usage
         reason = status_reason(status)
-        async with self._transaction() as db:
-            await self._remember_jti(db, jti, now)
-            await db.execute(
+
+        def record(db: sqlite3.Connection) -> bool:
+            self._remember_jti(db, jti, now)
+            db.execute(
                 "INSERT INTO statuses (message_uuid, status, body, received_at) "
                 "VALUES (?, ?, ?, ?)",
                 (uuid, status.status, body.decode("utf-8", "replace"), now),
             )
             # client_ref finds the message even when the status overtakes our own record of
             # the send (the API may call back before record_sent commits).
-            cursor = await db.execute(
+            cursor = db.execute(
                 f"""
                 UPDATE outbound SET
                     message_uuid = COALESCE(message_uuid, :uuid),
@@ -158,90 +164,95 @@ class OutboxQueries(SqliteBase):
             )
             if opted_out_rejection(status):
                 # The carrier says this number sent STOP (1240): never write to it again.
-                await _set_consent(db, status.to, False, now, source="status 1240")
+                _set_consent(db, status.to, False, now, source="status 1240")
             return cursor.rowcount > 0
 
+        return await self._unit(record)
+
     async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]:
-        async with (
-            self._reading() as db,
-            db.execute(
+        def records(db: sqlite3.Connection) -> list[OutboxRecord]:
+            rows = db.execute(
                 "SELECT id, broadcast_id, recipient, state, attempts, message_uuid, error, "
                 "status, status_error, body FROM outbound WHERE broadcast_id = ? ORDER BY id",
                 (broadcast_id,),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
-        return [
-            OutboxRecord(
-                id=row["id"],
-                broadcast_id=row["broadcast_id"],
-                recipient=row["recipient"],
-                state=row["state"],
-                attempts=row["attempts"],
-                message_uuid=row["message_uuid"],
-                error=row["error"],
-                status=row["status"],
-                status_error=row["status_error"],
-                text=OutboundMessage.model_validate_json(row["body"]).summary(),
             )
-            for row in rows
-        ]
+            return [
+                OutboxRecord(
+                    id=row["id"],
+                    broadcast_id=row["broadcast_id"],
+                    recipient=row["recipient"],
+                    state=row["state"],
+                    attempts=row["attempts"],
+                    message_uuid=row["message_uuid"],
+                    error=row["error"],
+                    status=row["status"],
+                    status_error=row["status_error"],
+                    text=OutboundMessage.model_validate_json(row["body"]).summary(),
+                )
+                for row in rows
+            ]
+
+        return await self._read(records)
 
     async def usage(self, since: float) -> list[UsageRow]:
-        async with self._reading() as db:
-            rows = await db.execute_fetchall(
+        rows = await self._read(
+            lambda db: db.execute(
                 "SELECT date(sent_at, 'unixepoch') AS day, group_key, price, currency "
                 "FROM outbound WHERE state = 'sent' AND sent_at >= ? ORDER BY day, group_key",
                 (since,),
-            )
+            ).fetchall()
+        )
         return usage_rows(rows)
 
     async def queued_since(self, group_key: str, since: float) -> int:
-        async with (
-            self._reading() as db,
-            db.execute(
-                "SELECT COUNT(*) FROM outbound WHERE group_key = ? AND created_at >= ? "
-                "AND state != 'failed'",
-                (group_key, since),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        return await self._read(
+            lambda db: int(
+                db.execute(
+                    "SELECT COUNT(*) FROM outbound WHERE group_key = ? AND created_at >= ? "
+                    "AND state != 'failed'",
+                    (group_key, since),
+                ).fetchone()[0]
+            )
+        )
 
     async def depths(self) -> dict[str, int]:
-        async with self._reading() as db:
-            inbox = await db.execute_fetchall(
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            inbox = db.execute(
                 "SELECT COUNT(*) FROM inbound WHERE state IN ('pending', 'processing')"
-            )
-            outbox = await db.execute_fetchall(
+            ).fetchone()[0]
+            outbox = db.execute(
                 "SELECT COUNT(*) FROM outbound WHERE state IN ('pending', 'sending')"
-            )
-        return {"inbox": int(next(iter(inbox))[0]), "outbox": int(next(iter(outbox))[0])}
+            ).fetchone()[0]
+            return {"inbox": int(inbox), "outbox": int(outbox)}
+
+        return await self._read(count)
 
     async def oldest(self) -> dict[str, float]:
-        async with self._reading() as db:
-            inbox = await db.execute_fetchall(
-                "SELECT MIN(received_at) FROM inbound WHERE state = 'pending'"
-            )
-            outbox = await db.execute_fetchall(
-                "SELECT MIN(created_at) FROM outbound WHERE state = 'pending'"
-            )
-        found = {"inbox": next(iter(inbox))[0], "outbox": next(iter(outbox))[0]}
-        return {queue: float(at) for queue, at in found.items() if at is not None}
+        def oldest(db: sqlite3.Connection) -> dict[str, float]:
+            found = {
+                "inbox": db.execute(
+                    "SELECT MIN(received_at) FROM inbound WHERE state = 'pending'"
+                ).fetchone()[0],
+                "outbox": db.execute(
+                    "SELECT MIN(created_at) FROM outbound WHERE state = 'pending'"
+                ).fetchone()[0],
+            }
+            return {queue: float(at) for queue, at in found.items() if at is not None}
+
+        return await self._read(oldest)
 
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.
-        async with (
-            self._reading() as db,
-            db.execute(
+        def due(db: sqlite3.Connection) -> float | None:
+            row = db.execute(
                 """
-            SELECT MIN(o.next_attempt_at) FROM outbound o
-            WHERE o.state = 'pending' AND o.id IN (
-                SELECT MIN(id) FROM outbound
-                WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
-            )
-            """
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+                SELECT MIN(o.next_attempt_at) FROM outbound o
+                WHERE o.state = 'pending' AND o.id IN (
+                    SELECT MIN(id) FROM outbound
+                    WHERE state IN ('pending', 'sending') GROUP BY group_key, recipient
+                )
+                """
+            ).fetchone()
+            return float(row[0]) if row and row[0] is not None else None
+
+        return await self._read(due)
