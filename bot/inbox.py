@@ -72,7 +72,7 @@ class InboxWorker(Worker[InboxItem]):
         dispatcher: Dispatcher,
         *,
         on_queued: Callable[[], None],
-        concurrency: int = 16,
+        concurrency: int = 32,
         poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
         daily_limit: int | None = None,

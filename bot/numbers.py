@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 from bot.exceptions import InvalidNumber
@@ -11,6 +13,7 @@ MAX_DIGITS = 15  # E.164's maximum length
 NANP_NATIONAL_DIGITS = 10  # a US or Canadian number without its country code
 
 
+@functools.lru_cache(maxsize=8192)  # the same members write again and again; errors aren't kept
 def normalize(raw: str, *, field: str = "number") -> str:
     """Return `raw` as E.164 digits without `+`, or raise InvalidNumber naming `field`.
 

@@ -41,7 +41,7 @@ class OutboxWorker(Worker[OutboxItem]):
         sender: str,
         request_timeout_seconds: float,
         policy: RetryPolicy | None = None,
-        concurrency: int = 32,
+        concurrency: int = 64,
         poll_seconds: float = 1.0,
         broadcast_id: str | None = None,
         on_change: Callable[[], None] = lambda: None,

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from bot.exceptions import Replayed
 from bot.ratelimit import LocalSlots
@@ -40,6 +40,7 @@ class SqliteBase:
         self.path = path
         self._thread = thread
         self._open: asyncio.Future[None] | None = None  # the transaction units are joining
+        self._queued: list[tuple[Work[Any], asyncio.Future[Any]]] = []  # not yet in the thread
         self._committing = False
         self._closed = False
         self._tokens_seen = 0
@@ -73,24 +74,56 @@ class SqliteBase:
 
     async def _unit(self, work: Work[T]) -> T:
         """Run `work` as one all-or-nothing unit; return once it is committed."""
+        if self._closed:
+            raise sqlite3.ProgrammingError("the store is closed")
         loop = asyncio.get_running_loop()
         if self._open is None:
             self._open = loop.create_future()
         batch = self._open
-        result = loop.run_in_executor(self._thread, _in_savepoint, self._db, work)
-        if not self._committing:
-            # After this tick: units submitted meanwhile join the same transaction.
-            loop.call_soon(self._commit_open)
-        value = await result
+        done: asyncio.Future[T] = loop.create_future()
+        self._queued.append((work, done))
+        if len(self._queued) == 1:
+            # After this tick: the units queued meanwhile go to the thread in one job.
+            loop.call_soon(self._flush)
+        value = await done
         await asyncio.shield(batch)
         return value
+
+    def _flush(self) -> None:
+        """Hand the queued units to the thread, then (unless one is under way) the commit."""
+        queued, self._queued = self._queued, []
+        if queued:
+            try:
+                job = asyncio.get_running_loop().run_in_executor(
+                    self._thread, _run_units, self._db, [work for work, _ in queued]
+                )
+            except RuntimeError as exc:  # the thread is gone: the store was closed
+                for _, done in queued:
+                    if not done.done():
+                        done.set_exception(exc)
+                return
+
+            def ran(job: asyncio.Future[list[Outcome]]) -> None:
+                for (_, done), (ok, value) in zip(queued, job.result(), strict=True):
+                    if done.cancelled():
+                        continue
+                    if ok:
+                        done.set_result(value)
+                    else:
+                        done.set_exception(value)
+
+            job.add_done_callback(ran)
+        if not self._committing:
+            self._commit_open()
 
     def _commit_open(self) -> None:
         batch = self._open
         if batch is None or self._committing:
             return
+        if self._queued:
+            self._flush()  # its units first: the thread runs jobs in order
+            return
         self._open, self._committing = None, True
-        # The thread runs jobs in order: every unit of this batch runs before its COMMIT.
         commit = asyncio.get_running_loop().run_in_executor(self._thread, _commit, self._db)
 
         def committed(done: asyncio.Future[None]) -> None:
@@ -175,6 +208,20 @@ class SqliteBase:
                 await asyncio.shield(pending)
         await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
         self._thread.shutdown(wait=True)
+
+
+Outcome = tuple[bool, Any]  # (True, the unit's value) or (False, what it raised)
+
+
+def _run_units(db: sqlite3.Connection, units: list[Work[Any]]) -> list[Outcome]:
+    """Each unit in its savepoint of the open transaction; never raises."""
+    outcomes: list[Outcome] = []
+    for work in units:
+        try:
+            outcomes.append((True, _in_savepoint(db, work)))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    return outcomes
 
 
 def _in_savepoint(db: sqlite3.Connection, work: Work[T]) -> T:
