@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot import broadcast
@@ -397,3 +399,44 @@ async def test_messages_queued_before_a_stop_are_dropped_but_its_confirmation_go
     ]
     dropped = [r for r in await store.broadcast("b-before") if r.recipient == stopper]
     assert [(r.state, r.error) for r in dropped] == [("failed", "recipient opted out (STOP)")]
+
+
+async def test_a_store_of_an_older_schema_is_upgraded_and_keeps_its_rows(
+    store_url: str, tmp_path: Path
+) -> None:
+    if store_url.startswith("sqlite"):
+        path = Path(store_url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path) as lite:
+            lite.executescript(SQLITE_MIGRATIONS[0] + "PRAGMA user_version = 1;")
+            lite.execute(
+                "INSERT INTO groups (key, members, created_at, updated_at) "
+                "VALUES ('g-old', '[\"12025550101\"]', 1, 1)"
+            )
+        latest = len(SQLITE_MIGRATIONS)
+    else:
+        pg = await asyncpg.connect(store_url)
+        try:
+            await pg.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            await pg.execute(POSTGRES_MIGRATIONS[0])
+            await pg.execute("INSERT INTO schema_migrations (version) VALUES (1)")
+            await pg.execute(
+                "INSERT INTO groups (key, members, created_at, updated_at) "
+                "VALUES ('g-old', '[\"12025550101\"]', 1, 1)"
+            )
+        finally:
+            await pg.close()
+        latest = len(POSTGRES_MIGRATIONS)
+    assert latest >= 2  # there is an upgrade to apply
+
+    store = await open_store(store_url, root=tmp_path)
+    try:
+        assert await store.schema_version() == latest
+        assert await store.groups() == [("g-old", ("12025550101",))]
+        await accept(store, "m1", A)  # the upgraded schema takes new work
+        assert [i.message_uuid for i in await claim_in(store)] == ["m1"]
+    finally:
+        await store.close()
