@@ -42,6 +42,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.postgres import TemporaryPostgres
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 BOT = "11234567890"
@@ -194,9 +197,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def drive(
-    url: str, requests: list[tuple[str, bytes, dict[str, str]]], concurrency: int
+    urls: list[str], requests: list[tuple[str, bytes, dict[str, str]]], concurrency: int
 ) -> tuple[list[float], list[float], list[int]]:
-    """Post every webhook, `concurrency` at a time: send times, answer times, statuses."""
+    """Post every webhook, `concurrency` at a time, round-robin over `urls` (as a load
+    balancer would): send times, answer times, statuses."""
     sent = [0.0] * len(requests)
     answered = [0.0] * len(requests)
     statuses = [0] * len(requests)
@@ -209,6 +213,7 @@ async def drive(
             for i in pending:
                 _, body, headers = requests[i]
                 sent[i] = time.monotonic()
+                url = urls[i % len(urls)]
                 try:
                     async with session.post(url, data=body, headers=headers) as response:
                         await response.read()
@@ -223,28 +228,34 @@ async def drive(
 
 async def run_one(
     system: str,
-    command: list[str],
-    port: int,
+    commands: list[tuple[list[str], int]],
     api_url: str,
     requests: list[tuple[str, bytes, dict[str, str]]],
     concurrency: int,
     deadline_seconds: float,
     log: Path,
 ) -> Result:
+    """Start each (command, port) as a process, drive the webhooks over all of them, and
+    measure; the peak memory reported is the largest process's."""
     n = len(requests)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as control:
         async with control.post(api_url + "/reset") as response:
             await response.read()
-        with log.open("wb") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
-            )
+        processes: list[Process] = []
         try:
-            await wait_ready(control, f"http://127.0.0.1:{port}/readyz", process)
+            with log.open("wb") as stderr:
+                for command, _ in commands:
+                    processes.append(
+                        await asyncio.create_subprocess_exec(
+                            *command, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
+                        )
+                    )
+            for process, (_, port) in zip(processes, commands, strict=True):
+                await wait_ready(control, f"http://127.0.0.1:{port}/readyz", process)
             deadline = time.monotonic() + deadline_seconds
-            url = f"http://127.0.0.1:{port}/webhooks/inbound"
+            urls = [f"http://127.0.0.1:{port}/webhooks/inbound" for _, port in commands]
             sent, answered, statuses = await asyncio.wait_for(
-                drive(url, requests, concurrency), deadline_seconds
+                drive(urls, requests, concurrency), deadline_seconds
             )
             while time.monotonic() < deadline:
                 async with control.get(api_url + "/count") as response:
@@ -254,9 +265,10 @@ async def run_one(
             await asyncio.sleep(0.2)  # any extra message (there should be none) shows up too
             async with control.get(api_url + "/records") as response:
                 dump: dict[str, Any] = await response.json()
-            peak = peak_mb(process.pid)
+            peak = max(peak_mb(process.pid) for process in processes)
         finally:
-            await stop(process)
+            for process in processes:
+                await stop(process)
     index = {message_uuid: i for i, (message_uuid, _, _) in enumerate(requests)}
     arrivals: dict[int, list[float]] = {}
     wrong = 0
@@ -287,7 +299,7 @@ async def run_one(
     )
 
 
-def write_config(folder: Path, api_url: str, secret: str) -> Path:
+def write_config(folder: Path, api_url: str, secret: str, storage: str | None = None) -> Path:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -308,13 +320,13 @@ def write_config(folder: Path, api_url: str, secret: str) -> Path:
             "rate_limit_per_second": None,
         },
         "server": {"host": "127.0.0.1"},
-        "storage": {"url": f"sqlite:///{folder / 'bench.db'}"},
+        "storage": {"url": storage or f"sqlite:///{folder / 'bench.db'}"},
         "log": {"level": "warning", "format": "json"},
         "plugins": [],
         "templates": str(folder),
         "routes": [{"name": "ping", "keywords": ["ping"], "template": "pong.txt.j2"}],
     }
-    path = folder / "config.yaml"
+    path = folder / ("config-pg.yaml" if storage else "config.yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -349,7 +361,7 @@ def show(results: list[Result]) -> None:
             print(f"{r.system}: " + "; ".join(problems))
 
 
-async def main(n: int, concurrency: int, deadline: float) -> None:
+async def main(n: int, concurrency: int, deadline: float, postgres: bool) -> None:
     cores = os.cpu_count() or 1
     pin_bot: list[str] = []
     pin_rest: list[str] = []
@@ -359,6 +371,7 @@ async def main(n: int, concurrency: int, deadline: float) -> None:
     secret = secrets.token_hex(32)  # 64 characters
     api_port = free_port()
     api_url = f"http://127.0.0.1:{api_port}"
+    server = TemporaryPostgres().start(durable=True) if postgres else None
     with tempfile.TemporaryDirectory(prefix="groupbot-e2e-") as tmp:
         folder = Path(tmp)
         config = write_config(folder, api_url, secret)
@@ -366,23 +379,31 @@ async def main(n: int, concurrency: int, deadline: float) -> None:
             *pin_rest, PYTHON, __file__, "--fake-api", str(api_port),
             stdout=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
+        systems: list[tuple[str, list[tuple[list[str], int]]]] = []
+        port = free_port()
+        script = str(ROOT / "bench" / "baseline_bot.py")
+        systems.append(("baseline", [([script, "--port", str(port), "--api-url", api_url], port)]))
+        port = free_port()
+        run = ["-m", "bot", "run", "--config", str(config), "--port", str(port)]
+        systems.append(("groupbot", [(run, port)]))
+        if server is not None:
+            pg_config = write_config(folder, api_url, secret, storage=server.create_database())
+            pair = [free_port(), free_port()]
+            runs = [
+                ["-m", "bot", "run", "--config", str(pg_config), "--port", str(p)] for p in pair
+            ]
+            systems.append(("pg x2", list(zip(runs, pair, strict=True))))
         results = []
         try:
             async with aiohttp.ClientSession() as control:
                 await wait_ready(control, api_url + "/count", api)
-            for system in ("baseline", "groupbot"):
-                port = free_port()
-                if system == "baseline":
-                    script = str(ROOT / "bench" / "baseline_bot.py")
-                    args = [script, "--port", str(port), "--api-url", api_url]
-                else:
-                    args = ["-m", "bot", "run", "--config", str(config), "--port", str(port)]
-                log = folder / f"{system}.log"
+            for system, processes in systems:
+                log = folder / f"{system.replace(' ', '-')}.log"
+                commands = [([*pin_bot, PYTHON, *args], p) for args, p in processes]
                 try:
                     result = await run_one(
-                        system, [*pin_bot, PYTHON, *args], port, api_url,
-                        webhooks(n, secret), concurrency, deadline, log,
-                    )  # fmt: skip
+                        system, commands, api_url, webhooks(n, secret), concurrency, deadline, log
+                    )
                 except (RuntimeError, TimeoutError) as exc:
                     tail = log.read_text(errors="replace")[-2000:]
                     print(f"{system}: failed: {exc!r}\n{tail}", file=sys.stderr)
@@ -390,8 +411,10 @@ async def main(n: int, concurrency: int, deadline: float) -> None:
                 results.append(result)
         finally:
             await stop(api)
+            if server is not None:
+                server.remove()
     print(f"N={n} webhooks, concurrency {concurrency}, {cores} cores"
-          + (" (bot on core 0, driver and fake API on core 1)" if cores > 1 else ""))  # fmt: skip
+          + (" (bots on core 0, driver and fake API on core 1)" if cores > 1 else ""))  # fmt: skip
     show(results)
 
 
@@ -400,10 +423,14 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=3000, help="webhooks to send (default 3000)")
     parser.add_argument("--c", type=int, default=32, help="webhooks in flight (default 32)")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per system")
+    parser.add_argument(
+        "--postgres", action="store_true",
+        help="also run two groupbot processes on one PostgreSQL (a throwaway server)",
+    )  # fmt: skip
     parser.add_argument("--fake-api", type=int, metavar="PORT", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.fake_api is not None:
         web.run_app(fake_api_app(), host="127.0.0.1", port=options.fake_api, print=None,
                     access_log=None)  # fmt: skip
     else:
-        asyncio.run(main(max(1, options.n), max(1, options.c), options.deadline))
+        asyncio.run(main(max(1, options.n), max(1, options.c), options.deadline, options.postgres))

@@ -51,16 +51,19 @@ class TemporaryPostgres:
             command = ["runuser", "-u", "postgres", "--", *command]
         subprocess.run(command, check=True, capture_output=True, cwd=self.folder)  # noqa: S603
 
-    def start(self) -> TemporaryPostgres:
+    def start(self, *, durable: bool = False) -> TemporaryPostgres:
+        """Start the server; unless `durable`, without fsync (tests need no crash safety from
+        the server itself, and run faster)."""
         if not self.data.exists():
             self._run(
                 "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                 "-E", "UTF8", "--no-sync",
             )  # fmt: skip
         options = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c full_page_writes=off -c max_connections=300"
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300"
         )
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"),
             "-w", "start",
