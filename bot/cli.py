@@ -216,7 +216,7 @@ def _check(bot: Bot) -> int:
     print(
         f"{config.source}: OK: {len(bot.router.routes)} routes, "
         f"{len(bot.registry.by_name)} handlers from {len(config.plugins)} plugins, "
-        f"provider {config.provider.kind}, store {config.storage.url}"
+        f"provider {config.provider.kind}, store {config.storage.shown_url}"
     )
     return 0
 

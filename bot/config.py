@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -144,6 +145,15 @@ class StorageSettings(_Section):
             # The value is not echoed: a database URL may carry a password.
             raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DATABASE")
         return value
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with its password (if any) hidden, for output and logs."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
 
 
 class LogSettings(_Section):

@@ -92,6 +92,17 @@ async def test_check_accepts_the_shipped_config(tmp_path: Path) -> None:
     assert "provider simulator" in result.out
 
 
+async def test_check_shows_the_database_url_without_its_password(tmp_path: Path) -> None:
+    url = "postgresql://bot:s3cret-pw@db.example.com:5432/groupbot"
+    config = write_config(tmp_path, {"storage": {"url": url}})
+
+    result = await groupbot("check", "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert "store postgresql://bot:***@db.example.com:5432/groupbot" in result.out
+    assert "s3cret-pw" not in result.out + result.err
+
+
 async def test_check_accepts_the_shipped_config_file_itself(tmp_path: Path) -> None:
     result = await groupbot("check", "--config", ROOT / "config.yaml", cwd=tmp_path)
 
