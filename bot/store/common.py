@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.models import InboundMessage, MessageStatus, OutboundMessage
-from bot.store import ThreadEntry, UsageRow
+from bot.store import OutboxEntry, OutboxRecord, ThreadEntry, UsageRow
 
 
 class Row(Protocol):
@@ -132,3 +132,38 @@ def thread(inbound: Iterable[Row], outbound: Iterable[Row]) -> list[ThreadEntry]
             )
         )
     return sorted(entries, key=lambda e: e.at)
+
+
+def outbox_record(row: Row) -> OutboxRecord:
+    """A member's message from its row (`id`, `broadcast_id`, `recipient`, `state`,
+    `attempts`, `message_uuid`, `error`, `status`, `status_error`, `body`)."""
+    return OutboxRecord(
+        id=row["id"],
+        broadcast_id=row["broadcast_id"],
+        recipient=row["recipient"],
+        state=row["state"],
+        attempts=row["attempts"],
+        message_uuid=row["message_uuid"],
+        error=row["error"],
+        status=row["status"],
+        status_error=row["status_error"],
+        text=OutboundMessage.model_validate_json(row["body"]).summary(),
+    )
+
+
+def outbound_rows(outbound: Iterable[OutboxEntry], now: float) -> list[tuple[object, ...]]:
+    """The values of each entry's row: broadcast_id, inbound_uuid, group_key, recipient,
+    client_ref, body (the API request as JSON), and `now` (due at, created at)."""
+    return [
+        (
+            entry.broadcast_id,
+            entry.inbound_uuid,
+            entry.group_key,
+            entry.message.to,
+            entry.message.client_ref,
+            json.dumps(entry.message.to_api()),
+            now,
+            now,
+        )
+        for entry in outbound
+    ]

@@ -21,7 +21,13 @@ import structlog
 
 from bot.exceptions import Replayed
 from bot.store import OutboxEntry
-from bot.store.common import TOKEN_KEEP_SECONDS, TOKEN_PRUNE_EVERY, dead_owners, this_process
+from bot.store.common import (
+    TOKEN_KEEP_SECONDS,
+    TOKEN_PRUNE_EVERY,
+    dead_owners,
+    outbound_rows,
+    this_process,
+)
 from bot.store.schema import POSTGRES_MIGRATIONS
 
 log = structlog.get_logger("groupbot.store")
@@ -256,18 +262,7 @@ async def _insert_outbound(conn: Conn, outbound: Sequence[OutboxEntry], now: flo
         return
     await conn.executemany(
         "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
-        "body, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-        [
-            (
-                entry.broadcast_id,
-                entry.inbound_uuid,
-                entry.group_key,
-                entry.message.to,
-                entry.message.client_ref,
-                json.dumps(entry.message.to_api()),
-                now,
-            )
-            for entry in outbound
-        ],
+        "body, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        outbound_rows(outbound, now),
     )
     await _notify(conn, "outbox")

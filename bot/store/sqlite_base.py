@@ -27,7 +27,13 @@ from typing import Any, Self, TypeVar
 from bot.exceptions import Replayed
 from bot.ratelimit import LocalSlots
 from bot.store import OutboxEntry
-from bot.store.common import TOKEN_KEEP_SECONDS, TOKEN_PRUNE_EVERY, dead_owners, this_process
+from bot.store.common import (
+    TOKEN_KEEP_SECONDS,
+    TOKEN_PRUNE_EVERY,
+    dead_owners,
+    outbound_rows,
+    this_process,
+)
 from bot.store.schema import SQLITE_MIGRATIONS
 
 T = TypeVar("T")
@@ -303,17 +309,5 @@ def _insert_outbound(db: sqlite3.Connection, outbound: Sequence[OutboxEntry], no
     db.executemany(
         "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
         "body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                entry.broadcast_id,
-                entry.inbound_uuid,
-                entry.group_key,
-                entry.message.to,
-                entry.message.client_ref,
-                json.dumps(entry.message.to_api()),
-                now,
-                now,
-            )
-            for entry in outbound
-        ],
+        outbound_rows(outbound, now),
     )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from bot.models import MessageStatus, OutboundMessage
 from bot.store import LeaseLost, OutboxEntry, OutboxItem, OutboxRecord, UsageRow
-from bot.store.common import opted_out_rejection, status_reason, usage_rows
+from bot.store.common import opted_out_rejection, outbox_record, status_reason, usage_rows
 from bot.store.sqlite_base import SqliteBase, _insert_outbound, _set_consent, _touch_group
 
 # Later statuses never give way to earlier ones arriving late (Vonage does not order them).
@@ -176,21 +176,7 @@ class OutboxQueries(SqliteBase):
                 "status, status_error, body FROM outbound WHERE broadcast_id = ? ORDER BY id",
                 (broadcast_id,),
             )
-            return [
-                OutboxRecord(
-                    id=row["id"],
-                    broadcast_id=row["broadcast_id"],
-                    recipient=row["recipient"],
-                    state=row["state"],
-                    attempts=row["attempts"],
-                    message_uuid=row["message_uuid"],
-                    error=row["error"],
-                    status=row["status"],
-                    status_error=row["status_error"],
-                    text=OutboundMessage.model_validate_json(row["body"]).summary(),
-                )
-                for row in rows
-            ]
+            return [outbox_record(row) for row in rows]
 
         return await self._read(records)
 
