@@ -40,7 +40,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     store, now = runtime.store, time.time()
-    oldest = await store.oldest()
+    oldest = await store.oldest(now)
     for queue, depth in (await store.depths()).items():
         runtime.metrics.queue_depth.labels(queue).set(depth)
         runtime.metrics.oldest_seconds.labels(queue).set(max(0.0, now - oldest.get(queue, now)))

@@ -2,7 +2,7 @@
 
 Storing a webhook takes less than answering it to every member. Without a limit, a burst is
 stored at once and then waits in the queues, and every member waits with it. Holding the
-webhook's 200 while more than HIGH_WATER items are waiting keeps the queues short, so that
+webhook's 200 while more than HIGH_WATER items wait to be taken keeps the queues short, so that
 what is accepted is answered promptly; the sender (Vonage) simply sees slower answers. A
 webhook is never held longer than MAX_HOLD_SECONDS: past that it is stored anyway, so
 nothing is refused and nothing waits on a sample that went wrong.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 
@@ -19,9 +20,9 @@ from bot.store import Store
 
 log = structlog.get_logger("groupbot.backlog")
 
-HIGH_WATER = 256  # open inbound and outbound items, the whole store's
+HIGH_WATER = 256  # inbound and outbound items waiting to be taken now, the whole store's
 MAX_HOLD_SECONDS = 2.0
-SAMPLE_SECONDS = 0.02
+SAMPLE_SECONDS = 0.05
 
 
 class Backlog:
@@ -51,7 +52,7 @@ class Backlog:
     async def _sample(self) -> None:
         while True:
             try:
-                self.depth = sum((await self.store.depths()).values())
+                self.depth = await self.store.backlog(time.time())
             except Exception as exc:  # the store is away: /readyz says so; admit meanwhile
                 log.debug("backlog_unknown", error=type(exc).__name__)
                 self.depth = 0

@@ -29,6 +29,7 @@ log = structlog.get_logger("groupbot.outbox")
 # within about this long, far inside the claims' leases.
 SCHEDULE_HORIZON_SECONDS = 0.25
 MAX_RESLOTS = 10  # a process this overloaded sends anyway rather than never
+CLAIM_SAFETY_SECONDS = 5.0  # of a claim's lease margin, kept clear of waiting for a slot
 
 
 class OutboxWorker(Worker[OutboxItem]):
@@ -57,7 +58,11 @@ class OutboxWorker(Worker[OutboxItem]):
         self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
         self._paused_until = 0.0
         self._send_at: dict[int, float] = {}  # claimed message id -> its slot (monotonic)
+        # A claimed message that has not left by then gives its claim back: the request must
+        # end (timeout included) before the lease does, or another process may send it too.
+        self._slot_deadline = LEASE_MARGIN_SECONDS - CLAIM_SAFETY_SECONDS
         self._booked_until = 0.0  # the latest slot this worker holds (monotonic)
+        self._slot_delay: dict[int, float] = {}  # how far its slot was from its claim
         self.on_change = on_change  # told after each recorded outcome (live web chat)
         self.metrics = metrics or Metrics()
 
@@ -80,6 +85,7 @@ class OutboxWorker(Worker[OutboxItem]):
             start = time.monotonic()
             for item, delay in zip(claimed, delays, strict=True):
                 self._send_at[item.id] = start + delay
+                self._slot_delay[item.id] = delay
             self._booked_until = max(self._booked_until, start + delays[-1])
         return claimed
 
@@ -107,7 +113,11 @@ class OutboxWorker(Worker[OutboxItem]):
         )
         try:
             if (at := self._send_at.pop(item.id, None)) is not None:
-                await self._wait_for_slot(at)
+                claimed_at = at - self._slot_delay.pop(item.id, 0.0)
+                if not await self._wait_for_slot(at, claimed_at + self._slot_deadline):
+                    log.warning("send_slot_too_late", attempts=item.attempts)
+                    await self.store.record_retry(item, "no send slot in time", time.time())
+                    return
             if time.time() < self._paused_until:
                 # A 429 came back while this one waited: it goes when the pause is over.
                 await self.store.record_retry(item, "held back by a 429", self._paused_until)
@@ -117,17 +127,21 @@ class OutboxWorker(Worker[OutboxItem]):
             log.warning("send_lease_lost", attempts=item.attempts)
         self.on_change()
 
-    async def _wait_for_slot(self, at: float) -> None:
+    async def _wait_for_slot(self, at: float, deadline: float) -> bool:
         """Wait for the slot at `at` (monotonic); if this process was too busy to go on time,
-        take a new slot: a send that leaves late could crowd the next second."""
+        take a new slot: a send that leaves late could crowd the next second. False when no
+        slot comes before `deadline` (the claim's lease, less the request's time)."""
         for _ in range(MAX_RESLOTS):
+            if at > deadline:
+                return False
             if (wait := at - time.monotonic()) > 0:
                 await asyncio.sleep(wait)
             if time.monotonic() - at <= SLOT_LATENESS_SECONDS:
-                return
+                return True
             [delay] = await self.rate.schedule(self.sender, 1)
             at = time.monotonic() + delay
         log.warning("send_slots_missed", times=MAX_RESLOTS)
+        return time.monotonic() <= deadline
 
     async def _send(self, item: OutboxItem) -> None:
         try:

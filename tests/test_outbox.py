@@ -394,3 +394,34 @@ async def test_an_answer_lost_past_the_timeout_is_retried_within_the_documented_
     assert counts == {m: 2 if m == lost else 1 for m in MEMBERS}
     assert records[lost].attempts == 2
     assert all(r.state == "sent" for r in records.values())
+
+
+async def test_a_message_whose_slot_would_outlast_its_claim_gives_the_claim_back(
+    api: TimedApi, store: SqliteStore, client: MessagesClient
+) -> None:
+    async def far_away(key: str, interval: float, count: int) -> float:
+        return 3600.0  # a fleet so busy that the next free slot is an hour away
+
+    worker = OutboxWorker(
+        store,
+        client,
+        rate=SendRate(1, reserve=far_away),
+        sender=BOT_NUMBER,
+        request_timeout_seconds=10,
+        poll_seconds=0.05,
+    )
+    broadcast_id = await queue(store)
+    worker.start()
+    try:
+
+        async def given_back() -> bool:
+            records = await store.broadcast(broadcast_id)
+            return any(r.error == "no send slot in time" for r in records)
+
+        await eventually(given_back)
+    finally:
+        await worker.stop(1)
+
+    assert api.attempts == []  # nothing was sent while another process could take it
+    records = await store.broadcast(broadcast_id)
+    assert {r.state for r in records} <= {"pending", "sending"}

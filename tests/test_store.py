@@ -18,6 +18,7 @@ from bot.groups import Group
 from bot.models import parse_status
 from bot.store import InboxItem, LeaseLost, OutboxEntry, OutboxItem, Store, entries, open_store
 from bot.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
+from bot.store.sqlite import SqliteStore
 from tests.conftest import BOT_NUMBER, DATA
 from tests.postgres import TemporaryPostgres
 
@@ -440,3 +441,49 @@ async def test_a_store_of_an_older_schema_is_upgraded_and_keeps_its_rows(
         assert [i.message_uuid for i in await claim_in(store)] == ["m1"]
     finally:
         await store.close()
+
+
+async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "full.db")
+    try:
+
+        def cap(db: sqlite3.Connection) -> None:  # a disk that fills up
+            pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+            db.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+        await store._unit(cap)
+
+        def token(jti: str) -> Callable[[sqlite3.Connection], None]:
+            return lambda db: db.execute(
+                "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, 1)", (jti,)
+            ).close()
+
+        outcomes = await asyncio.gather(
+            store._unit(token("small-before")),
+            store._unit(token("x" * 1_000_000)),  # too big for the disk: SQLITE_FULL
+            store._unit(token("small-after")),
+            return_exceptions=True,
+        )
+
+        assert all(isinstance(o, sqlite3.Error) for o in outcomes), outcomes
+        rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
+        assert rows == []  # nothing the callers were told failed was written
+    finally:
+        await store.close()
+
+
+async def test_the_backlog_counts_what_waits_to_be_taken_now(store: Store) -> None:
+    await accept(store, "a1", A)
+    await accept(store, "b1", B)
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    assert await store.backlog(NOW) == 4
+
+    [first, _] = await claim_out(store)
+    await store.record_retry(first, "HTTP 500", NOW + 3600)
+
+    assert await store.backlog(NOW) == 2  # a retry not yet due, and one in flight
+    assert await store.backlog(NOW + 3601) == 3
+    assert set(await store.oldest(NOW)) == {"inbox"}
+    assert set(await store.oldest(NOW + 3601)) == {"inbox", "outbox"}

@@ -273,8 +273,14 @@ class Store(Protocol):
         """Items waiting or in progress: {"inbox": n, "outbox": n}."""
         ...
 
-    async def oldest(self) -> dict[str, float]:
-        """When the oldest item still waiting in each queue was stored, for queues not empty."""
+    async def oldest(self, now: float) -> dict[str, float]:
+        """When the oldest item waiting in each queue (and due by `now`) was stored, for
+        queues that have one."""
+        ...
+
+    async def backlog(self, now: float) -> int:
+        """Items waiting to be taken now: inbound messages not yet claimed and outbound
+        messages due (a retry scheduled for later does not count)."""
         ...
 
     async def next_due(self) -> float | None:

@@ -3,6 +3,7 @@ how a group's state and a stored message read back, and how usage adds up."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -36,7 +37,7 @@ def group_state(text: str) -> dict[str, Any]:
 
 
 def process_identity(pid: int) -> str | None:
-    """`namespace:pid:start`: the PID namespace (host and container, by its inode), the pid,
+    """`namespace:pid:start`: the PID namespace (host, boot and container), the pid,
     and when the process started, so a pid reused by a later process is not mistaken for the
     one that held the claim. None where /proc cannot tell (then nothing is freed early)."""
     try:
@@ -46,7 +47,17 @@ def process_identity(pid: int) -> str | None:
         return None
     # Field 22 (start time) counts from after the command name, which may hold spaces.
     start = stat.rpartition(")")[2].split()[19]
-    return f"{socket.gethostname()}-{namespace}:{pid}:{start}"
+    return f"{socket.gethostname()}-{_boot_id()}-{namespace}:{pid}:{start}"
+
+
+@functools.cache
+def _boot_id() -> str:
+    """This boot of this machine: cloned machines share a hostname, and the host's PID
+    namespace has the same number everywhere, but never a boot id."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown-boot"
 
 
 def this_process() -> str:

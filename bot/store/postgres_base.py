@@ -109,7 +109,7 @@ class PostgresBase:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=CONNECT_SECONDS)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:
                 delay = RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)]
                 failures += 1
                 log.warning("listen_failed", error=type(exc).__name__, retry_in=delay)
@@ -123,7 +123,7 @@ class PostgresBase:
                 on_notify("outbox")
                 await lost.wait()
                 log.warning("listen_lost")
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # whatever broke it, listen again (polling covers)
                 log.warning("listen_failed", error=type(exc).__name__)
             finally:
                 with contextlib.suppress(Exception):

@@ -118,6 +118,9 @@ class InboxQueries(PostgresBase):
         consent: tuple[str, bool] | None = None,
     ) -> None:
         async with self._transaction() as conn:
+            # The group's row first, as enqueue does: outbound ids of one group are given in
+            # the order they commit, so no member's later message is claimed first.
+            await conn.execute("SELECT 1 FROM groups WHERE key = $1 FOR UPDATE", item.group_key)
             # Fenced by the attempt: if our lease ran out and another claim took the message
             # over, this outcome is stale and nothing of it is written.
             done = await conn.fetchval(

@@ -224,15 +224,27 @@ class OutboxQueries(PostgresBase):
         assert row is not None
         return {"inbox": int(row[0]), "outbox": int(row[1])}
 
-    async def oldest(self) -> dict[str, float]:
+    async def oldest(self, now: float) -> dict[str, float]:
         async with self._reading() as conn:
             row = await conn.fetchrow(
                 "SELECT (SELECT MIN(received_at) FROM inbound WHERE state = 'pending'),"
-                " (SELECT MIN(created_at) FROM outbound WHERE state = 'pending')"
+                " (SELECT MIN(created_at) FROM outbound WHERE state = 'pending'"
+                " AND next_attempt_at <= $1)",
+                now,
             )
         assert row is not None
         found = {"inbox": row[0], "outbox": row[1]}
         return {queue: float(at) for queue, at in found.items() if at is not None}
+
+    async def backlog(self, now: float) -> int:
+        async with self._reading() as conn:
+            count = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM inbound WHERE state = 'pending') + "
+                "(SELECT count(*) FROM outbound WHERE state = 'pending' "
+                "AND next_attempt_at <= $1)",
+                now,
+            )
+        return int(count)
 
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.

@@ -45,6 +45,11 @@ class SqliteBase:
         self._db = db
         self.path = path
         self._thread = thread
+        self._tx = _Transaction()  # used by the thread only
+        # Reads go through a connection and thread of their own: WAL lets them run beside the
+        # writer, and they only ever see committed rows.
+        self._reader: sqlite3.Connection | None = None
+        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="groupbot-sqlite-read")
         self._open: asyncio.Future[None] | None = None  # the transaction units are joining
         self._queued: list[tuple[Work[Any], asyncio.Future[Any]]] = []  # not yet in the thread
         self._committing = False
@@ -70,9 +75,19 @@ class SqliteBase:
                 db.execute(pragma)
             return db
 
-        db = await asyncio.get_running_loop().run_in_executor(thread, connect)
+        loop = asyncio.get_running_loop()
+        db = await loop.run_in_executor(thread, connect)
         store = cls(db, path, thread)
         await store._unit(_migrate)
+
+        def connect_reader() -> sqlite3.Connection:
+            reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            reader.row_factory = sqlite3.Row
+            reader.execute("PRAGMA busy_timeout = 10000")
+            reader.execute("PRAGMA query_only = ON")
+            return reader
+
+        store._reader = await loop.run_in_executor(store._reader_thread, connect_reader)
         return store
 
     async def schema_version(self) -> int:
@@ -101,7 +116,7 @@ class SqliteBase:
         if queued:
             try:
                 job = asyncio.get_running_loop().run_in_executor(
-                    self._thread, _run_units, self._db, [work for work, _ in queued]
+                    self._thread, _run_units, self._db, [work for work, _ in queued], self._tx
                 )
             except RuntimeError as exc:  # the thread is gone: the store was closed
                 for _, done in queued:
@@ -130,7 +145,9 @@ class SqliteBase:
             self._flush()  # its units first: the thread runs jobs in order
             return
         self._open, self._committing = None, True
-        commit = asyncio.get_running_loop().run_in_executor(self._thread, _commit, self._db)
+        commit = asyncio.get_running_loop().run_in_executor(
+            self._thread, _commit, self._db, self._tx
+        )
 
         def committed(done: asyncio.Future[None]) -> None:
             self._committing = False
@@ -145,12 +162,11 @@ class SqliteBase:
         commit.add_done_callback(committed)
 
     async def _read(self, work: Work[T]) -> T:
-        """Run `work` (reads only) once what is pending has been committed, so that a read
-        never sees rows that might yet be rolled back."""
-        if (pending := self._open) is not None:
-            with contextlib.suppress(Exception):  # its units were told; the read goes on
-                await asyncio.shield(pending)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._db)
+        """Run `work` (reads only) on the reading connection: committed rows only."""
+        if self._reader is None or self._closed:
+            raise sqlite3.ProgrammingError("the store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_thread, work, self._reader)
 
     async def release_orphans(self) -> int:
         """Free at once the claims of this host's processes that are gone (killed, crashed),
@@ -212,39 +228,60 @@ class SqliteBase:
             self._commit_open()
             with contextlib.suppress(Exception):  # its units were told
                 await asyncio.shield(pending)
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._db.close)
         self._thread.shutdown(wait=True)
+        if self._reader is not None:
+            await loop.run_in_executor(self._reader_thread, self._reader.close)
+        self._reader_thread.shutdown(wait=True)
 
 
 Outcome = tuple[bool, Any]  # (True, the unit's value) or (False, what it raised)
 
 
-def _run_units(db: sqlite3.Connection, units: list[Work[Any]]) -> list[Outcome]:
+class _Transaction:
+    """What the thread knows of the open transaction: whether SQLite rolled all of it back
+    (some errors, a full disk among them, end the transaction, not only the unit's
+    savepoint). Then every unit of the batch, those that ran before included, has failed."""
+
+    def __init__(self) -> None:
+        self.lost: BaseException | None = None
+
+
+def _run_units(db: sqlite3.Connection, units: list[Work[Any]], tx: _Transaction) -> list[Outcome]:
     """Each unit in its savepoint of the open transaction; never raises."""
     outcomes: list[Outcome] = []
     for work in units:
         try:
-            outcomes.append((True, _in_savepoint(db, work)))
+            outcomes.append((True, _in_savepoint(db, work, tx)))
         except Exception as exc:
             outcomes.append((False, exc))
     return outcomes
 
 
-def _in_savepoint(db: sqlite3.Connection, work: Work[T]) -> T:
+def _in_savepoint(db: sqlite3.Connection, work: Work[T], tx: _Transaction) -> T:
     if not db.in_transaction:
         db.execute("BEGIN IMMEDIATE")
     db.execute("SAVEPOINT unit")
     try:
         value = work(db)
-    except BaseException:
-        db.execute("ROLLBACK TO unit")
-        db.execute("RELEASE unit")
+    except BaseException as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK TO unit")
+            db.execute("RELEASE unit")
+        elif tx.lost is None:
+            tx.lost = exc  # SQLite rolled the whole transaction back
         raise
     db.execute("RELEASE unit")
     return value
 
 
-def _commit(db: sqlite3.Connection) -> None:
+def _commit(db: sqlite3.Connection, tx: _Transaction) -> None:
+    lost, tx.lost = tx.lost, None
+    if lost is not None:
+        if db.in_transaction:
+            db.execute("ROLLBACK")  # units that began again after the loss go with it
+        raise sqlite3.OperationalError(f"the transaction was rolled back: {lost}")
     if not db.in_transaction:
         return  # every unit of the batch failed to begin
     try:

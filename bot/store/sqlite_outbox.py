@@ -213,19 +213,33 @@ class OutboxQueries(SqliteBase):
 
         return await self._read(count)
 
-    async def oldest(self) -> dict[str, float]:
+    async def oldest(self, now: float) -> dict[str, float]:
         def oldest(db: sqlite3.Connection) -> dict[str, float]:
             found = {
                 "inbox": db.execute(
                     "SELECT MIN(received_at) FROM inbound WHERE state = 'pending'"
                 ).fetchone()[0],
                 "outbox": db.execute(
-                    "SELECT MIN(created_at) FROM outbound WHERE state = 'pending'"
+                    "SELECT MIN(created_at) FROM outbound WHERE state = 'pending' "
+                    "AND next_attempt_at <= ?",
+                    (now,),
                 ).fetchone()[0],
             }
             return {queue: float(at) for queue, at in found.items() if at is not None}
 
         return await self._read(oldest)
+
+    async def backlog(self, now: float) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT (SELECT COUNT(*) FROM inbound WHERE state = 'pending') + "
+                "(SELECT COUNT(*) FROM outbound WHERE state = 'pending' "
+                "AND next_attempt_at <= ?)",
+                (now,),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._read(count)
 
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.
