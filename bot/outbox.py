@@ -57,12 +57,11 @@ class OutboxWorker(Worker[OutboxItem]):
         self.lease_seconds = request_timeout_seconds + LEASE_MARGIN_SECONDS
         self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
         self._paused_until = 0.0
-        self._send_at: dict[int, float] = {}  # claimed message id -> its slot (monotonic)
-        # A claimed message that has not left by then gives its claim back: the request must
-        # end (timeout included) before the lease does, or another process may send it too.
-        self._slot_deadline = LEASE_MARGIN_SECONDS - CLAIM_SAFETY_SECONDS
+        # Claimed message id -> (its slot, the latest it may leave), monotonic. A message that
+        # has not left by then gives its claim back: the request must end (timeout included)
+        # before the lease does, or another process may send it too.
+        self._slots: dict[int, tuple[float, float]] = {}
         self._booked_until = 0.0  # the latest slot this worker holds (monotonic)
-        self._slot_delay: dict[int, float] = {}  # how far its slot was from its claim
         self.on_change = on_change  # told after each recorded outcome (live web chat)
         self.metrics = metrics or Metrics()
 
@@ -83,9 +82,9 @@ class OutboxWorker(Worker[OutboxItem]):
             # Counted from the answer, not the question: a slot taken as later than it is
             # only delays a send, one taken as earlier could crowd another process's second.
             start = time.monotonic()
+            latest = start + LEASE_MARGIN_SECONDS - CLAIM_SAFETY_SECONDS
             for item, delay in zip(claimed, delays, strict=True):
-                self._send_at[item.id] = start + delay
-                self._slot_delay[item.id] = delay
+                self._slots[item.id] = (start + delay, latest)
             self._booked_until = max(self._booked_until, start + delays[-1])
         return claimed
 
@@ -112,12 +111,11 @@ class OutboxWorker(Worker[OutboxItem]):
             broadcast=item.broadcast_id, group=item.group_key, to=mask(item.message.to)
         )
         try:
-            if (at := self._send_at.pop(item.id, None)) is not None:
-                claimed_at = at - self._slot_delay.pop(item.id, 0.0)
-                if not await self._wait_for_slot(at, claimed_at + self._slot_deadline):
-                    log.warning("send_slot_too_late", attempts=item.attempts)
-                    await self.store.record_retry(item, "no send slot in time", time.time())
-                    return
+            slot = self._slots.pop(item.id, None)
+            if slot is not None and not await self._wait_for_slot(*slot):
+                log.warning("send_slot_too_late", attempts=item.attempts)
+                await self.store.record_retry(item, "no send slot in time", time.time())
+                return
             if time.time() < self._paused_until:
                 # A 429 came back while this one waited: it goes when the pause is over.
                 await self.store.record_retry(item, "held back by a 429", self._paused_until)
