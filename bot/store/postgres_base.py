@@ -128,6 +128,7 @@ class PostgresBase:
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(conn.close(timeout=1))
+            await asyncio.sleep(RECONNECT_SECONDS[0])  # never a tight loop of reconnections
 
     async def close(self) -> None:
         if self._listener is not None:
