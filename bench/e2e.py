@@ -300,14 +300,15 @@ async def run_one(
 
 
 def write_config(folder: Path, api_url: str, secret: str, storage: str | None = None) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    (folder / "key.pem").write_bytes(pem)
-    (folder / "pong.txt.j2").write_text("pong {{ text }}")
+    if not (folder / "key.pem").exists():  # one key and template for every config
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        (folder / "key.pem").write_bytes(pem)
+        (folder / "pong.txt.j2").write_text("pong {{ text }}")
     config = {
         "bot": {"number": BOT},
         "provider": {

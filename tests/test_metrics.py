@@ -67,3 +67,8 @@ async def test_a_handler_timeout_is_counted_as_such(start_bot: StartBot) -> None
         return values.get(key) == 1.0
 
     await eventually(timed_out)
+    values = await scrape(bot)
+    timeouts = ("groupbot_handler_errors_total", (("kind", "timeout"), ("route", "slow")))
+    errors = ("groupbot_handler_errors_total", (("kind", "error"), ("route", "slow")))
+    assert values[timeouts] == 1.0
+    assert errors not in values  # a timeout is not counted as a failure of another kind
