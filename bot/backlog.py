@@ -52,7 +52,7 @@ class Backlog:
     async def _sample(self) -> None:
         while True:
             try:
-                self.depth = await self.store.backlog(time.time())
+                self.depth = sum((await self.store.waiting(time.time())).values())
             except Exception as exc:  # the store is away: /readyz says so; admit meanwhile
                 log.debug("backlog_unknown", error=type(exc).__name__)
                 self.depth = 0

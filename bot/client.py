@@ -27,6 +27,7 @@ from bot.config import ProviderSettings
 from bot.exceptions import ApiError, ConfigError, PermanentApiError, TransientApiError
 from bot.models import Accepted, OutboundMessage
 
+JSON = "application/json"
 JWT_LIFETIME_SECONDS = 120
 # A token serves the requests of this many seconds (Vonage accepts an application JWT until it
 # expires): an RS256 signature costs more than the rest of a send, and one per request would
@@ -88,9 +89,13 @@ class MessagesClient:
     async def send(self, message: OutboundMessage) -> str | None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        headers = {"Authorization": self.authorization(), "Accept": "application/json"}
+        headers = {
+            "Authorization": self.authorization(),
+            "Accept": JSON,
+            "Content-Type": JSON,
+        }
         try:
-            async with self._session.post(self.url, json=message.to_api(), headers=headers) as resp:
+            async with self._session.post(self.url, data=message.api_json, headers=headers) as resp:
                 body = await resp.read()
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
         except TimeoutError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class Group:
             raise InvalidInput(field, f"expected at most {max_size} members, got {len(members)}")
         return cls(members)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """A stable identifier that does not reveal the numbers (safe in logs and URLs)."""
         digest = hashlib.sha256(",".join(sorted(self.members)).encode()).hexdigest()

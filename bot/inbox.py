@@ -7,6 +7,7 @@ handler never delays Vonage and a crash loses nothing that was answered 200.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +24,17 @@ from bot.groups import Group
 from bot.metrics import Metrics
 from bot.models import InboundMessage, parse_inbound
 from bot.numbers import only_north_american, reaches_by_mms
-from bot.store import InboxItem, OutboxEntry, Store, entries
+from bot.outbox import OutboxWorker
+from bot.store import InboxItem, OutboxEntry, Store, Take, entries
 from bot.workers import LEASE_MARGIN_SECONDS, Worker
 
 log = structlog.get_logger("groupbot.inbox")
 
 # Processing that dies with its process this many times is set aside as failed.
 MAX_ATTEMPTS = 5
+# How long a webhook waits for a place in the inbox, and answers for a place in the outbox,
+# before they are stored for a claim instead: the hold on a webhook under load.
+ROOM_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -37,12 +42,23 @@ class Stored:
     message: InboundMessage
     group: Group
     duplicate: bool
+    item: InboxItem | None = None  # taken for this process as it was stored
 
 
 async def accept(
-    store: Store, body: bytes, *, bot_number: str, max_group_size: int, jti: str | None = None
+    store: Store,
+    body: bytes,
+    *,
+    bot_number: str,
+    max_group_size: int,
+    jti: str | None = None,
+    inbox: InboxWorker | None = None,
 ) -> Stored:
-    """Validate and durably store one inbound webhook; raise InvalidInput naming the field."""
+    """Validate and durably store one inbound webhook; raise InvalidInput naming the field.
+
+    With `inbox`, the message waits (up to ROOM_WAIT_SECONDS) for a place there, and goes
+    straight to it when it heads its group (`Stored.item`): a busy inbox holds webhooks back.
+    """
     message = parse_inbound(body)
     if message.to != bot_number:
         raise InvalidInput("to", f"expected the bot's number {bot_number}, got {message.to}")
@@ -60,9 +76,19 @@ async def accept(
         )
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
-    new = await store.accept_inbound(uuid, group.key, group.members, body, time.time(), jti=jti)
-    log.info("inbound_stored" if new else "inbound_duplicate", members=len(group.members))
-    return Stored(message, group, duplicate=not new)
+    take = None if inbox is None else await inbox.take_within(ROOM_WAIT_SECONDS)
+    item = None
+    try:
+        accepted = await store.accept_inbound(
+            uuid, group.key, group.members, body, time.time(), jti=jti, take=take
+        )
+        if accepted.item is not None:
+            item = dataclasses.replace(accepted.item, message=message)  # parsed once
+    finally:
+        if inbox is not None:
+            inbox.taken(take, item)  # started now, or its place given back
+    log.info("inbound_stored" if accepted.new else "inbound_duplicate", members=len(group.members))
+    return Stored(message, group, duplicate=not accepted.new, item=item)
 
 
 class InboxWorker(Worker[InboxItem]):
@@ -71,6 +97,7 @@ class InboxWorker(Worker[InboxItem]):
         store: Store,
         dispatcher: Dispatcher,
         *,
+        outbox: OutboxWorker,
         on_queued: Callable[[], None],
         concurrency: int = 32,
         poll_seconds: float = 1.0,
@@ -78,14 +105,19 @@ class InboxWorker(Worker[InboxItem]):
         daily_limit: int | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        super().__init__("inbox", concurrency=concurrency, poll_seconds=poll_seconds)
+        super().__init__(
+            "inbox",
+            concurrency=concurrency,
+            poll_seconds=poll_seconds,
+            lease_seconds=dispatcher.timeout_seconds + LEASE_MARGIN_SECONDS,
+        )
         self.store = store
         self.dispatcher = dispatcher
         self.on_queued = on_queued
+        self.outbox = outbox  # takes the answers as they are stored, when it has room
         self.clock = clock  # what "now" is for ctx.expect (the test kit moves it forward)
         self.daily_limit = daily_limit  # messages a group's answers may cost per UTC day
         self.metrics = metrics or Metrics()
-        self.lease_seconds = dispatcher.timeout_seconds + LEASE_MARGIN_SECONDS
 
     async def _within_daily_limit(
         self, item: InboxItem, queued: list[OutboxEntry], limit: int
@@ -108,14 +140,31 @@ class InboxWorker(Worker[InboxItem]):
         )
         return entries(notice_id, item.group_key, messages, inbound_uuid=item.message_uuid)
 
+    async def take_within(self, seconds: float) -> Take | None:
+        """What to ask of the store when a webhook is stored: take it at once, when a place
+        comes free within `seconds` (see Worker.reserve_within; `taken` gives it back)."""
+        return Take(1, self.lease_seconds) if await self.reserve_within(1, seconds) else None
+
+    def taken(self, take: Take | None, item: InboxItem | None) -> None:
+        """Handle the message taken as it was stored, if it was; else give its place back."""
+        if take is None:
+            return
+        if item is None:
+            self.release(take.limit)
+        else:
+            self.run([item], take.limit)
+
     async def claim(self, limit: int) -> list[InboxItem]:
         return await self.store.claim_inbound(limit, time.time(), self.lease_seconds, MAX_ATTEMPTS)
+
+    async def waiting(self) -> bool:
+        return (await self.store.waiting(time.time()))["inbox"] > 0
 
     async def handle(self, item: InboxItem) -> None:
         structlog.contextvars.bind_contextvars(message_uuid=item.message_uuid, group=item.group_key)
         started = time.perf_counter()
         try:
-            message = InboundMessage.model_validate_json(item.body)
+            message = item.message or InboundMessage.model_validate_json(item.body)
             outcome = await self.dispatcher.dispatch(
                 message,
                 Group(item.members),
@@ -133,8 +182,12 @@ class InboxWorker(Worker[InboxItem]):
         )
         if queued and self.daily_limit is not None:
             queued = await self._within_daily_limit(item, queued, self.daily_limit)
+        outbox = self.outbox
+        # Sent straight from here when the outbox has room soon enough; else from the store.
+        reserved = await outbox.reserve_within(len(queued), ROOM_WAIT_SECONDS)
+        take = Take(reserved, outbox.lease_seconds) if reserved else None
         try:
-            await self.store.complete_inbound(
+            taken = await self.store.complete_inbound(
                 item,
                 now=time.time(),
                 route=outcome.route,
@@ -142,10 +195,18 @@ class InboxWorker(Worker[InboxItem]):
                 state=outcome.state,
                 error=outcome.error,
                 consent=outcome.consent,
+                take=take,
             )
         except LeaseLost:
             log.warning("inbound_lease_lost", attempts=item.attempts)
+            outbox.release(reserved)
             return
+        except BaseException:
+            outbox.release(reserved)
+            raise
+        outbox.run(taken, reserved)
+        if len(taken) < len(queued):
+            outbox.wake()  # the rest waits in the store for a claim
         log.info("inbound_processed", route=outcome.route, queued=len(queued))
         if outcome.route is not None:
             self.metrics.routed.labels(outcome.route).inc()
@@ -153,4 +214,4 @@ class InboxWorker(Worker[InboxItem]):
             kind = "timeout" if "timed out" in outcome.error else "error"
             self.metrics.handler_errors.labels(outcome.route or "-", kind).inc()
         self.metrics.handle_seconds.observe(time.perf_counter() - started)
-        self.on_queued()  # the outbox has work, and the conversation has moved
+        self.on_queued()  # the conversation has moved

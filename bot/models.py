@@ -7,6 +7,7 @@ in the error when it is not a phone number.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -202,6 +203,11 @@ class OutboundMessage(_Wire):
 
     def to_api(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @functools.cached_property
+    def api_json(self) -> bytes:
+        """The request body as JSON: serialised once, stored and sent as it is."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
     @property
     def participants(self) -> list[str]:

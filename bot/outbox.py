@@ -48,13 +48,17 @@ class OutboxWorker(Worker[OutboxItem]):
         on_change: Callable[[], None] = lambda: None,
         metrics: Metrics | None = None,
     ) -> None:
-        super().__init__("outbox", concurrency=concurrency, poll_seconds=poll_seconds)
+        super().__init__(
+            "outbox",
+            concurrency=concurrency,
+            poll_seconds=poll_seconds,
+            lease_seconds=request_timeout_seconds + LEASE_MARGIN_SECONDS,
+        )
         self.store = store
         self.provider = provider
         self.policy = policy or RetryPolicy()
         self.rate = rate
         self.sender = sender  # every message goes out from the bot's number
-        self.lease_seconds = request_timeout_seconds + LEASE_MARGIN_SECONDS
         self.broadcast_id = broadcast_id  # set: send only this broadcast (`groupbot send`)
         self._paused_until = 0.0
         # Claimed message id -> (its slot, the latest it may leave), monotonic. A message that
@@ -78,15 +82,29 @@ class OutboxWorker(Worker[OutboxItem]):
             await asyncio.sleep(ahead)  # booked far enough: claims wait, leases stay short
         claimed = await self._claim(min(limit, self.rate.batch(SCHEDULE_HORIZON_SECONDS)))
         if claimed:
-            delays = await self.rate.schedule(self.sender, len(claimed))
-            # Counted from the answer, not the question: a slot taken as later than it is
-            # only delays a send, one taken as earlier could crowd another process's second.
-            start = time.monotonic()
-            latest = start + LEASE_MARGIN_SECONDS - CLAIM_SAFETY_SECONDS
-            for item, delay in zip(claimed, delays, strict=True):
-                self._slots[item.id] = (start + delay, latest)
-            self._booked_until = max(self._booked_until, start + delays[-1])
+            await self._book(claimed)
         return claimed
+
+    async def _book(self, items: list[OutboxItem]) -> None:
+        """Reserve a send slot for each of `items`, just claimed."""
+        delays = await self.rate.schedule(self.sender, len(items))
+        # Counted from the answer, not the question: a slot taken as later than it is only
+        # delays a send, one taken as earlier could crowd another process's second.
+        start = time.monotonic()
+        latest = start + LEASE_MARGIN_SECONDS - CLAIM_SAFETY_SECONDS
+        for item, delay in zip(items, delays, strict=True):
+            self._slots[item.id] = (start + delay, latest)
+        self._booked_until = max(self._booked_until, start + delays[-1])
+
+    def taking(self) -> bool:
+        if time.time() < self._paused_until or self.broadcast_id is not None:
+            return False  # a 429's pause; a worker for one broadcast sends what it claims
+        if self.rate.limited and self._booked_until - time.monotonic() > SCHEDULE_HORIZON_SECONDS:
+            return False  # booked far enough ahead: the rest waits in the store, as claims do
+        return super().taking()
+
+    async def waiting(self) -> bool:
+        return (await self.store.waiting(time.time()))["outbox"] > 0
 
     async def _claim(self, limit: int) -> list[OutboxItem]:
         return await self.store.claim_outbound(
@@ -107,22 +125,23 @@ class OutboxWorker(Worker[OutboxItem]):
         return min(self.poll_seconds, max(0.0, due - now))
 
     async def handle(self, item: OutboxItem) -> None:
-        structlog.contextvars.bind_contextvars(
-            broadcast=item.broadcast_id, group=item.group_key, to=mask(item.message.to)
-        )
         try:
+            if self.rate.limited and item.id not in self._slots:
+                await self._book([item])  # taken as it was stored, not claimed
             slot = self._slots.pop(item.id, None)
             if slot is not None and not await self._wait_for_slot(*slot):
-                log.warning("send_slot_too_late", attempts=item.attempts)
+                log.warning("send_slot_too_late", **_about(item))
                 await self.store.record_retry(item, "no send slot in time", time.time())
+                self.wake()
                 return
             if time.time() < self._paused_until:
                 # A 429 came back while this one waited: it goes when the pause is over.
                 await self.store.record_retry(item, "held back by a 429", self._paused_until)
+                self.wake()
             else:
                 await self._send(item)
         except LeaseLost:
-            log.warning("send_lease_lost", attempts=item.attempts)
+            log.warning("send_lease_lost", **_about(item))
         self.on_change()
 
     async def _wait_for_slot(self, at: float, deadline: float) -> bool:
@@ -148,7 +167,7 @@ class OutboxWorker(Worker[OutboxItem]):
         except PermanentApiError as exc:
             self.metrics.outbound.labels("failed").inc()
             await self.store.record_failed(item, str(exc), time.time())
-            log.error("send_failed", error=str(exc), status=exc.status, attempts=item.attempts)
+            log.error("send_failed", error=str(exc), status=exc.status, **_about(item))
             return
         except TransientApiError as exc:
             if exc.status == 429:
@@ -156,14 +175,14 @@ class OutboxWorker(Worker[OutboxItem]):
             await self._retry_or_give_up(item, str(exc), exc.retry_after)
             return
         except Exception as exc:  # a bug or an unexpected failure: bounded like any other
-            log.exception("send_error", attempts=item.attempts)
+            log.exception("send_error", **_about(item))
             await self._retry_or_give_up(item, f"{type(exc).__name__}: {exc}", None)
             return
         self.metrics.outbound.labels("sent").inc()
         now = time.time()
         if await self.store.record_sent(item, message_uuid, now):
             self.metrics.delivery_seconds.observe(now - item.origin_at)
-        log.info("sent", provider_uuid=message_uuid, attempts=item.attempts)
+        log.info("sent", provider_uuid=message_uuid, **_about(item))
 
     async def _retry_or_give_up(
         self, item: OutboxItem, error: str, retry_after: float | None
@@ -175,12 +194,11 @@ class OutboxWorker(Worker[OutboxItem]):
         self.metrics.outbound.labels("failed" if at is None else "retry").inc()
         if at is None:
             await self.store.record_failed(item, f"gave up: {error}", now)
-            log.error("send_gave_up", error=error, attempts=item.attempts)
+            log.error("send_gave_up", error=error, **_about(item))
         else:
             await self.store.record_retry(item, error, at)
-            log.warning(
-                "send_retry", error=error, attempts=item.attempts, in_seconds=round(at - now, 2)
-            )
+            self.wake()  # the claims look again when it is due
+            log.warning("send_retry", error=error, in_seconds=round(at - now, 2), **_about(item))
 
     def _pause(self, retry_after: float | None) -> None:
         # A 429 speaks for the whole account: every send waits, not only this one.
@@ -188,3 +206,14 @@ class OutboxWorker(Worker[OutboxItem]):
         if until > self._paused_until:
             self._paused_until = until
             log.warning("send_paused", seconds=round(until - time.time(), 2))
+
+
+def _about(item: OutboxItem) -> dict[str, object]:
+    """What each log line of a send says of it (passed along, not bound to the context:
+    most sends log nothing at the usual level, and binding costs on every one)."""
+    return {
+        "broadcast": item.broadcast_id,
+        "group": item.group_key,
+        "to": mask(item.message.to),
+        "attempts": item.attempts,
+    }

@@ -195,14 +195,11 @@ async def running(
     metrics = Metrics()
     outbox = outbox_worker(bot, store, provider, on_change=changes.notify, metrics=metrics)
 
-    def queued() -> None:
-        changes.notify()
-        outbox.wake()
-
     inbox = InboxWorker(
         store,
         bot.dispatcher,
-        on_queued=queued,
+        outbox=outbox,
+        on_queued=changes.notify,
         clock=clock,
         daily_limit=config.limits.daily_messages,
         metrics=metrics,

@@ -51,6 +51,7 @@ async def receive_inbound(
             bot_number=config.number,
             max_group_size=config.max_group_size,
             jti=jti,
+            inbox=runtime.inbox,
         )
     except WebhookRefused as exc:
         runtime.metrics.inbound.labels("refused_signature").inc()
@@ -68,7 +69,8 @@ async def receive_inbound(
         return problem(503, "Store unavailable", "the message was not stored; retry later")
     runtime.metrics.inbound.labels("duplicate" if stored.duplicate else "stored").inc()
     if not stored.duplicate:
-        runtime.inbox.wake()
+        if stored.item is None:
+            runtime.inbox.wake()  # stored behind its group's open message, for a claim
         runtime.changes.notify()
     return web.json_response(
         {"message_uuid": str(stored.message.message_uuid), "duplicate": stored.duplicate}

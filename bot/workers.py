@@ -1,12 +1,24 @@
 """The loop both queues share: claim what is due, handle each item in its own task, sleep
 until woken (new work in this process) or until the poll interval (work from other processes,
-retries coming due)."""
+retries coming due).
+
+Most work never needs a claim. A worker has a fixed number of places (its concurrency); work
+that arrives in this process asks for a place first (`reserve_within`), and the store then
+takes it for this process as it stores it (see store.Take), so that it goes straight to
+`run`: one write instead of two, and no wait for the loop. Whoever waits for a place waits
+in line; that wait is what holds a webhook back while the process is busy (backpressure).
+
+The loop claims only while something may be waiting in the store (`wake()` says so, or the
+poll comes round), and stops once the store shows nothing waiting. While it may, stored work
+has first pick of the places that free up, and the line gets the rest: older work first.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import Generic, TypeVar
 
 import structlog
@@ -21,14 +33,22 @@ LEASE_MARGIN_SECONDS = 30.0
 
 
 class Worker(ABC, Generic[T]):
-    def __init__(self, name: str, *, concurrency: int, poll_seconds: float) -> None:
+    def __init__(
+        self, name: str, *, concurrency: int, poll_seconds: float, lease_seconds: float
+    ) -> None:
         self.name = name
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
+        self.lease_seconds = lease_seconds  # how long a claim of this worker's holds
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
+        self._reserved = 0  # places held for work being taken as it is stored
+        self._line: deque[tuple[int, asyncio.Future[int]]] = deque()  # waiting for places
+        self._maybe_waiting = True  # the store may hold work to claim
+        self._told = 0  # how many times wake() said so: a claim under way may miss one
+        self._next_due = 0.0  # monotonic: when idle_seconds said to look again
 
     @abstractmethod
     async def claim(self, limit: int) -> list[T]: ...
@@ -36,12 +56,64 @@ class Worker(ABC, Generic[T]):
     @abstractmethod
     async def handle(self, item: T) -> None: ...
 
+    @abstractmethod
+    async def waiting(self) -> bool:
+        """Whether the store holds work this worker could claim now, or once the work ahead
+        of it in its queue is done."""
+
     async def idle_seconds(self) -> float:
         """How long to sleep when nothing was claimed, unless woken first."""
         return self.poll_seconds
 
+    def taking(self) -> bool:
+        """Whether work may be taken as it is stored at the moment: started, not draining."""
+        return not self._stopping and self._loop is not None
+
     def wake(self) -> None:
+        """Something may be waiting in the store: claim."""
+        self._told += 1
+        self._maybe_waiting = True
         self._wake.set()
+
+    async def reserve_within(self, wanted: int, seconds: float) -> int:
+        """Hold `wanted` places for work about to be taken as it is stored, waiting up to
+        `seconds` for them in line; return how many are held (after the wait, what was free,
+        possibly none). Hand them to `run`, or back with `release`."""
+        if not self.taking() or wanted <= 0:
+            return 0
+        if not self._line and not self._maybe_waiting and self._free() >= wanted:
+            self._reserved += wanted
+            return wanted
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._line.append((wanted, waiter))
+        if self._maybe_waiting:
+            self._wake.set()  # the loop claims first, then lets the line in
+        else:
+            self._let_in()
+        try:
+            if not waiter.done():
+                await asyncio.wait({waiter}, timeout=seconds)
+        except BaseException:  # cancelled while in line: what was given goes back
+            if waiter.done():
+                self.release(waiter.result())
+            waiter.cancel()
+            raise
+        if waiter.done():
+            return waiter.result()
+        waiter.cancel()  # skipped when its turn comes
+        self._let_in()
+        return 0
+
+    def release(self, reserved: int) -> None:
+        self._reserved -= reserved
+        self._freed()
+
+    def run(self, items: list[T], reserved: int) -> None:
+        """Handle work taken for this process as it was stored, in the places reserved."""
+        self._reserved -= reserved
+        for item in items:
+            self._start(item)
+        self._freed()
 
     @property
     def alive(self) -> bool:
@@ -51,33 +123,79 @@ class Worker(ABC, Generic[T]):
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name=f"groupbot-{self.name}")
 
+    def _free(self) -> int:
+        return self.concurrency - len(self._tasks) - self._reserved
+
+    def _freed(self) -> None:
+        """Places came free: stored work first, if there may be some; else the line."""
+        if self._maybe_waiting:
+            self._wake.set()
+        else:
+            self._let_in()
+
+    def _let_in(self) -> None:
+        """Give free places to those in line, in the order they came."""
+        while self._line:
+            wanted, waiter = self._line[0]
+            if waiter.done():  # gave up
+                self._line.popleft()
+                continue
+            granted = min(wanted, self._free())
+            if granted < wanted and (self._tasks or self._reserved):
+                return  # not yet; when more finish (all of them, for more than concurrency)
+            self._line.popleft()
+            self._reserved += max(0, granted)
+            waiter.set_result(max(0, granted))
+
+    def _start(self, item: T) -> None:
+        task = asyncio.create_task(self._handle(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._freed()
+
     async def _run(self) -> None:
+        polled = True
         while not self._stopping:
             try:
-                timeout = await self._step()
+                timeout = await self._step(polled)
             except Exception:
                 log.exception("worker_step_failed", worker=self.name)
                 timeout = self.poll_seconds
+            finally:
+                self._let_in()  # what the claims left
+            polled = True
             if timeout > 0:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
+                    polled = False
+                except TimeoutError:
+                    pass
 
-    async def _step(self) -> float:
+    async def _step(self, polled: bool) -> float:
         """Claim and start what is due; return how long to wait before the next step."""
         self._wake.clear()
-        free = self.concurrency - len(self._tasks)
+        free = self._free()
         if free <= 0:
             return self.poll_seconds  # a finishing task wakes us
+        if not polled and not self._maybe_waiting:
+            # Woken with nothing stored to claim: wait on.
+            return max(MIN_IDLE_SECONDS, min(self.poll_seconds, self._next_due - time.monotonic()))
+        told = self._told
         claimed = await self.claim(free)
         for item in claimed:
-            task = asyncio.create_task(self._handle(item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(item)
         if claimed:
             # There may be more where these came from: claim again until a claim comes back
             # empty (a rate-limited claim takes one at a time, and must not wait for it).
             return 0
-        return max(MIN_IDLE_SECONDS, await self.idle_seconds())
+        if not await self.waiting() and told == self._told:
+            self._maybe_waiting = False  # unless a wake() came meanwhile
+        idle = max(MIN_IDLE_SECONDS, await self.idle_seconds())
+        self._next_due = time.monotonic() + idle
+        return idle
 
     async def _handle(self, item: T) -> None:
         try:
@@ -85,8 +203,6 @@ class Worker(ABC, Generic[T]):
         except Exception:
             # The item stays claimed until its lease runs out, then is taken up again.
             log.exception("worker_item_failed", worker=self.name)
-        finally:
-            self._wake.set()  # a slot is free, and finishing may have made more work due
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop claiming; give in-flight items `grace_seconds`, then cancel what is left.
@@ -96,6 +212,10 @@ class Worker(ABC, Generic[T]):
         """
         self._stopping = True
         self._wake.set()
+        while self._line:  # nothing more is taken: those in line store their work for later
+            _, waiter = self._line.popleft()
+            if not waiter.done():
+                waiter.set_result(0)
         if self._loop is not None:
             done, _ = await asyncio.wait({self._loop}, timeout=grace_seconds)
             if not done:

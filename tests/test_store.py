@@ -16,7 +16,17 @@ from bot import broadcast
 from bot.context import Reply
 from bot.groups import Group
 from bot.models import parse_status
-from bot.store import InboxItem, LeaseLost, OutboxEntry, OutboxItem, Store, entries, open_store
+from bot.store import (
+    Accepted,
+    InboxItem,
+    LeaseLost,
+    OutboxEntry,
+    OutboxItem,
+    Store,
+    Take,
+    entries,
+    open_store,
+)
 from bot.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from bot.store.sqlite import SqliteStore
 from tests.conftest import BOT_NUMBER, DATA
@@ -58,9 +68,11 @@ async def store(opener: Opener) -> Store:
 
 
 async def accept(store: Store, uuid: str, group: Group, at: float = NOW) -> bool:
-    return await store.accept_inbound(
+    accepted = await store.accept_inbound(
         uuid, group.key, group.members, f'{{"id": "{uuid}"}}'.encode(), at
     )
+    assert accepted.item is None  # nothing is taken unless asked
+    return accepted.new
 
 
 def planned(broadcast_id: str, group: Group, text: str = "hi") -> list[OutboxEntry]:
@@ -474,16 +486,116 @@ async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
         await store.close()
 
 
-async def test_the_backlog_counts_what_waits_to_be_taken_now(store: Store) -> None:
+async def test_waiting_counts_what_waits_to_be_taken_now(store: Store) -> None:
     await accept(store, "a1", A)
     await accept(store, "b1", B)
     await store.enqueue(planned("b-1", B), B.members, NOW)
-    assert await store.backlog(NOW) == 4
+    assert await store.waiting(NOW) == {"inbox": 2, "outbox": 2}
 
     [first, _] = await claim_out(store)
     await store.record_retry(first, "HTTP 500", NOW + 3600)
 
-    assert await store.backlog(NOW) == 2  # a retry not yet due, and one in flight
-    assert await store.backlog(NOW + 3601) == 3
+    # A retry not yet due, and one in flight.
+    assert await store.waiting(NOW) == {"inbox": 2, "outbox": 0}
+    assert await store.waiting(NOW + 3601) == {"inbox": 2, "outbox": 1}
     assert set(await store.oldest(NOW)) == {"inbox"}
     assert set(await store.oldest(NOW + 3601)) == {"inbox", "outbox"}
+
+
+async def take_in(store: Store, uuid: str, group: Group, at: float = NOW) -> Accepted:
+    return await store.accept_inbound(
+        uuid, group.key, group.members, f'{{"id": "{uuid}"}}'.encode(), at, take=Take(1, 60)
+    )
+
+
+async def test_a_message_that_heads_its_group_is_taken_as_it_is_stored(store: Store) -> None:
+    # Someone of the group sent STOP before (with another group's message).
+    stopper = A.members[1]
+    await accept(store, "c1", Group((stopper, "12025550199")))
+    [stop] = await claim_in(store)
+    await store.complete_inbound(
+        stop, now=NOW, route=None, outbound=[], state=None, consent=(stopper, False)
+    )
+    first = await take_in(store, "a1", A)
+    behind = await take_in(store, "a2", A)  # a1 is still open: a2 waits its turn
+    again = await take_in(store, "a1", A)
+
+    assert first.new
+    assert first.item is not None
+    assert (first.item.message_uuid, first.item.attempts, first.item.received_at) == ("a1", 1, NOW)
+    assert first.item.members == A.members
+    assert first.item.opted_out == {stopper}
+    assert (behind.new, behind.item) == (True, None)
+    assert (again.new, again.item) == (False, None)
+    assert await claim_in(store) == []  # a1 is taken; a2 waits for it
+    assert await store.waiting(NOW) == {"inbox": 1, "outbox": 0}
+
+    await store.complete_inbound(first.item, now=NOW, route=None, outbound=[], state='{"n": 2}')
+    [second] = await claim_in(store)
+    assert (second.message_uuid, second.state) == ("a2", {"n": 2})
+
+
+async def test_a_taken_message_is_claimed_again_when_its_lease_runs_out(store: Store) -> None:
+    taken = (await take_in(store, "a1", A)).item
+    assert taken is not None
+    assert await claim_in(store, NOW + 59) == []
+
+    [again] = await claim_in(store, NOW + 61)
+
+    assert (again.message_uuid, again.attempts) == ("a1", 2)
+    with pytest.raises(LeaseLost):
+        await store.complete_inbound(taken, now=NOW, route=None, outbound=[], state=None)
+
+
+async def test_answers_that_head_their_member_are_taken_as_they_are_stored(
+    store: Store,
+) -> None:
+    earlier = planned("b-0", A, "earlier")[:1]  # the first member has a message open
+    await store.enqueue(earlier, A.members, NOW)
+    assert earlier[0].message.to == A.members[0]
+    item = (await take_in(store, "a1", A)).item
+    assert item is not None
+
+    taken = await store.complete_inbound(
+        item, now=NOW + 1, route="r", outbound=planned("a1", A), state=None, take=Take(5, 60)
+    )
+
+    records = {r.recipient: r for r in await store.broadcast("a1")}
+    assert [t.message.to for t in taken] == list(A.members[1:])
+    assert all(records[t.message.to].state == "sending" for t in taken)
+    assert records[A.members[0]].state == "pending"
+    assert [(t.attempts, t.origin_at, t.created_at) for t in taken] == [(1, NOW, NOW + 1)] * 2
+    # Not claimed twice; the busy member's message follows its earlier one.
+    assert [c.broadcast_id for c in await claim_out(store, NOW + 1)] == ["b-0"]
+    for t in taken:
+        await store.record_sent(t, f"uuid-{t.message.to}", NOW + 2)
+    states = {r.recipient: r.state for r in await store.broadcast("a1")}
+    assert states == {A.members[0]: "pending", **dict.fromkeys(A.members[1:], "sent")}
+
+
+async def test_no_more_answers_are_taken_than_asked(store: Store) -> None:
+    item = (await take_in(store, "a1", A)).item
+    assert item is not None
+
+    taken = await store.complete_inbound(
+        item, now=NOW, route="r", outbound=planned("a1", A), state=None, take=Take(1, 60)
+    )
+
+    assert [t.message.to for t in taken] == [A.members[0]]
+    claimed = await claim_out(store)
+    assert sorted(c.message.to for c in claimed) == sorted(A.members[1:])
+
+
+async def test_a_taken_answer_is_what_a_claim_would_read_back(store: Store) -> None:
+    item = (await take_in(store, "a1", A)).item
+    assert item is not None
+    outbound = planned("a1", A)
+    [taken] = await store.complete_inbound(
+        item, now=NOW, route="r", outbound=outbound, state=None, take=Take(1, 60)
+    )
+    await store.record_retry(taken, "HTTP 500", NOW)  # given back, then claimed
+
+    claimed = [c for c in await claim_out(store) if c.id == taken.id]
+
+    assert [c.message for c in claimed] == [taken.message]
+    assert (claimed[0].origin_at, claimed[0].attempts) == (taken.origin_at, 2)

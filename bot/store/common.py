@@ -7,13 +7,21 @@ import functools
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 from bot.models import InboundMessage, MessageStatus, OutboundMessage
-from bot.store import OutboxEntry, OutboxRecord, ThreadEntry, UsageRow
+from bot.store import (
+    InboxItem,
+    OutboxEntry,
+    OutboxItem,
+    OutboxRecord,
+    Take,
+    ThreadEntry,
+    UsageRow,
+)
 
 
 class Row(Protocol):
@@ -162,9 +170,73 @@ def outbox_record(row: Row) -> OutboxRecord:
     )
 
 
-def outbound_rows(outbound: Iterable[OutboxEntry], now: float) -> list[tuple[object, ...]]:
-    """The values of each entry's row: broadcast_id, inbound_uuid, group_key, recipient,
-    client_ref, body (the API request as JSON), and `now` (due at, created at)."""
+OUTBOUND_COLUMNS = (
+    "broadcast_id, inbound_uuid, group_key, recipient, client_ref, body, next_attempt_at, "
+    "created_at, state, lease_until, owner, attempts"
+)
+
+
+def heads(
+    outbound: Sequence[OutboxEntry], busy: Collection[tuple[str, str]], limit: int
+) -> set[int]:
+    """Which of `outbound` may be claimed as they are stored, by index: the first of each
+    member (group key, recipient) that has nothing open already (`busy`), at most `limit`."""
+    taken: set[int] = set()
+    seen = set(busy)
+    for n, entry in enumerate(outbound):
+        member = (entry.group_key, entry.message.to)
+        if member in seen:
+            continue
+        seen.add(member)
+        if len(taken) < limit:
+            taken.add(n)
+    return taken
+
+
+def claim_values(
+    state: str, take: Take | None, now: float, owner: str
+) -> tuple[str, float | None, str | None, int]:
+    """A new row's state, lease_until, owner and attempts: claimed by `owner` in `state` when
+    `take` is given (its first attempt), else pending."""
+    if take is None:
+        return ("pending", None, None, 0)
+    return (state, now + take.lease_seconds, owner, 1)
+
+
+def taken_inbound(
+    message_uuid: str,
+    group_key: str,
+    members: Sequence[str],
+    state: str,
+    body: bytes,
+    now: float,
+    opted_out: frozenset[str],
+) -> InboxItem:
+    """The claim of an inbound message taken as it was stored (its group's `state` JSON)."""
+    return InboxItem(
+        message_uuid=message_uuid,
+        group_key=group_key,
+        members=tuple(members),
+        state=group_state(state),
+        body=body,
+        attempts=1,
+        opted_out=opted_out & set(members),
+        received_at=now,
+    )
+
+
+def outbound_rows(
+    outbound: Iterable[OutboxEntry],
+    now: float,
+    *,
+    taken: Collection[int] = (),
+    take: Take | None = None,
+    owner: str = "",
+) -> list[tuple[object, ...]]:
+    """The values of each entry's row, in OUTBOUND_COLUMNS' order: broadcast_id,
+    inbound_uuid, group_key, recipient, client_ref, body (the API request as JSON), `now`
+    (due at, created at), then the claim (see claim_values): entries whose index is in
+    `taken` are stored as sending, claimed by `owner` under `take`."""
     return [
         (
             entry.broadcast_id,
@@ -172,9 +244,23 @@ def outbound_rows(outbound: Iterable[OutboxEntry], now: float) -> list[tuple[obj
             entry.group_key,
             entry.message.to,
             entry.message.client_ref,
-            json.dumps(entry.message.to_api()),
+            entry.message.api_json.decode(),
             now,
             now,
+            *claim_values("sending", take if n in taken else None, now, owner),
         )
-        for entry in outbound
+        for n, entry in enumerate(outbound)
     ]
+
+
+def taken_item(entry: OutboxEntry, row_id: int, now: float, origin_at: float) -> OutboxItem:
+    """The claim of a message taken as it was stored (see heads)."""
+    return OutboxItem(
+        id=row_id,
+        broadcast_id=entry.broadcast_id,
+        group_key=entry.group_key,
+        message=entry.message,
+        attempts=1,
+        created_at=now,
+        origin_at=origin_at,
+    )

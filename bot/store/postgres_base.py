@@ -20,12 +20,15 @@ import asyncpg
 import structlog
 
 from bot.exceptions import Replayed
-from bot.store import OutboxEntry
+from bot.store import OutboxEntry, OutboxItem, Take
 from bot.store.common import (
+    OUTBOUND_COLUMNS,
     TOKEN_KEEP_SECONDS,
     TOKEN_PRUNE_EVERY,
     dead_owners,
+    heads,
     outbound_rows,
+    taken_item,
     this_process,
 )
 from bot.store.schema import POSTGRES_MIGRATIONS
@@ -246,24 +249,66 @@ async def _set_consent(
     )
 
 
-async def _touch_group(conn: Conn, group_key: str, members: Sequence[str], now: float) -> None:
-    # Also locks the group's row until the caller commits: a group's messages get their
-    # sequence numbers in the order they commit, so no claim sees a later one first.
-    await conn.execute(
+async def _touch_group(conn: Conn, group_key: str, members: Sequence[str], now: float) -> str:
+    """Create or touch the group's row; return its state (JSON).
+
+    Also locks the group's row until the caller commits: a group's messages get their
+    sequence numbers in the order they commit, so no claim sees a later one first."""
+    state = await conn.fetchval(
         "INSERT INTO groups (key, members, created_at, updated_at) VALUES ($1, $2, $3, $3) "
-        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
+        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at RETURNING state",
         group_key,
         json.dumps(list(members)),
         now,
     )
+    return str(state)
 
 
-async def _insert_outbound(conn: Conn, outbound: Sequence[OutboxEntry], now: float) -> None:
+async def _insert_outbound(
+    conn: Conn,
+    outbound: Sequence[OutboxEntry],
+    now: float,
+    *,
+    take: Take | None = None,
+    owner: str = "",
+    origin_at: float | None = None,
+) -> list[OutboxItem]:
+    """Queue `outbound`; with `take`, claim for `owner` the entries next in line (see heads)
+    and return them. The caller holds the lock of every group concerned (see _touch_group),
+    so what is open for a member cannot change under it."""
     if not outbound:
-        return
-    await conn.executemany(
-        "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
-        "body, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        outbound_rows(outbound, now),
+        return []
+    taken: set[int] = set()
+    if take is not None and take.limit > 0:
+        busy = await conn.fetch(
+            "SELECT group_key, recipient FROM outbound WHERE group_key = ANY($1) "
+            "AND state IN ('pending', 'sending')",
+            sorted({entry.group_key for entry in outbound}),
+        )
+        taken = heads(outbound, {(row[0], row[1]) for row in busy}, take.limit)
+    rows = outbound_rows(outbound, now, taken=taken, take=take, owner=owner)
+    if len(taken) < len(outbound):  # others of the fleet may claim the rest
+        await _notify(conn, "outbox")
+    if not taken:
+        await conn.executemany(
+            f"INSERT INTO outbound ({OUTBOUND_COLUMNS}) "  # noqa: S608 - fixed SQL
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            rows,
+        )
+        return []
+    # One statement for all the rows; each id found again by its client_ref (unique).
+    inserted = await conn.fetch(
+        f"INSERT INTO outbound ({OUTBOUND_COLUMNS}) "  # noqa: S608 - fixed SQL
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+        "$6::text[], $7::float8[], $8::float8[], $9::text[], $10::float8[], $11::text[], "
+        "$12::int[]) RETURNING id, client_ref",
+        *(list(column) for column in zip(*rows, strict=True)),
     )
-    await _notify(conn, "outbox")
+    ids = {row["client_ref"]: row["id"] for row in inserted}
+    return [
+        taken_item(
+            entry, ids[entry.message.client_ref], now, now if origin_at is None else origin_at
+        )
+        for n, entry in enumerate(outbound)
+        if n in taken
+    ]

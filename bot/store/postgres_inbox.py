@@ -7,8 +7,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from bot.store import InboundRecord, InboxItem, LeaseLost, OutboxEntry
-from bot.store.common import group_state
+from bot.store import (
+    Accepted,
+    InboundRecord,
+    InboxItem,
+    LeaseLost,
+    OutboxEntry,
+    OutboxItem,
+    Take,
+)
+from bot.store.common import claim_values, group_state, taken_inbound
 from bot.store.postgres_base import (
     PostgresBase,
     _insert_outbound,
@@ -29,21 +37,40 @@ class InboxQueries(PostgresBase):
         now: float,
         *,
         jti: str | None = None,
-    ) -> bool:
+        take: Take | None = None,
+    ) -> Accepted:
         async with self._transaction() as conn:
             await self._remember_jti(conn, jti, now)
-            await _touch_group(conn, group_key, members, now)
+            state = await _touch_group(conn, group_key, members, now)
+            # Taken at once only when nothing of its group is still open (the group's row is
+            # locked, so nothing of it is stored or completed meanwhile): its order holds.
+            claim = (
+                take is not None
+                and take.limit > 0
+                and not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM inbound WHERE group_key = $1 "
+                    "AND state IN ('pending', 'processing'))",
+                    group_key,
+                )
+            )
             stored = await conn.fetchval(
-                "INSERT INTO inbound (message_uuid, group_key, body, received_at) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT (message_uuid) DO NOTHING RETURNING true",
+                "INSERT INTO inbound (message_uuid, group_key, body, received_at, state, "
+                "lease_until, owner, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                "ON CONFLICT (message_uuid) DO NOTHING RETURNING true",
                 message_uuid,
                 group_key,
                 body,
                 now,
+                *claim_values("processing", take if claim else None, now, self.owner),
             )
-            if stored:
+            if not stored:
+                return Accepted(new=False)
+            if not claim:
                 await _notify(conn, "inbox")
-            return bool(stored)
+                return Accepted(new=True)
+            stopped = await _opted_out(conn, members)
+            item = taken_inbound(message_uuid, group_key, members, state, body, now, stopped)
+            return Accepted(new=True, item=item)
 
     async def claim_inbound(
         self, limit: int, now: float, lease_seconds: float, max_attempts: int
@@ -85,7 +112,7 @@ class InboxQueries(PostgresBase):
                 FROM groups g
                 WHERE i.seq = ANY($3) AND g.key = i.group_key
                 RETURNING i.seq, i.message_uuid, i.group_key, g.members, g.state, i.body,
-                    i.attempts
+                    i.attempts, i.received_at
                 """,
                 now + lease_seconds,
                 self.owner,
@@ -102,6 +129,7 @@ class InboxQueries(PostgresBase):
                 body=bytes(row["body"]),
                 attempts=row["attempts"],
                 opted_out=stopped & set(members[row["seq"]]),
+                received_at=row["received_at"],
             )
             for row in sorted(claimed, key=lambda row: row["seq"])
         ]
@@ -116,7 +144,8 @@ class InboxQueries(PostgresBase):
         state: str | None,
         error: str | None = None,
         consent: tuple[str, bool] | None = None,
-    ) -> None:
+        take: Take | None = None,
+    ) -> list[OutboxItem]:
         async with self._transaction() as conn:
             # The group's row first, as enqueue does: outbound ids of one group are given in
             # the order they commit, so no member's later message is claimed first.
@@ -136,7 +165,9 @@ class InboxQueries(PostgresBase):
             )
             if not done:
                 raise LeaseLost(f"inbound {item.message_uuid} was claimed again")
-            await _insert_outbound(conn, outbound, now)
+            taken = await _insert_outbound(
+                conn, outbound, now, take=take, owner=self.owner, origin_at=item.received_at
+            )
             if state is not None:
                 await conn.execute(
                     "UPDATE groups SET state = $1, updated_at = $2 WHERE key = $3",
@@ -149,6 +180,7 @@ class InboxQueries(PostgresBase):
                 await _set_consent(conn, number, subscribed, now, source="keyword")
             # No NOTIFY: the worker that finished this claims again at once, and so takes
             # the group's next message itself.
+        return taken
 
     async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
         async with self._reading() as conn:

@@ -236,15 +236,16 @@ class OutboxQueries(PostgresBase):
         found = {"inbox": row[0], "outbox": row[1]}
         return {queue: float(at) for queue, at in found.items() if at is not None}
 
-    async def backlog(self, now: float) -> int:
+    async def waiting(self, now: float) -> dict[str, int]:
         async with self._reading() as conn:
-            count = await conn.fetchval(
-                "SELECT (SELECT count(*) FROM inbound WHERE state = 'pending') + "
+            row = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM inbound WHERE state = 'pending') AS inbox, "
                 "(SELECT count(*) FROM outbound WHERE state = 'pending' "
-                "AND next_attempt_at <= $1)",
+                "AND next_attempt_at <= $1) AS outbox",
                 now,
             )
-        return int(count)
+        assert row is not None
+        return {"inbox": int(row["inbox"]), "outbox": int(row["outbox"])}
 
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.

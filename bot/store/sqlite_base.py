@@ -26,12 +26,15 @@ from typing import Any, Self, TypeVar
 
 from bot.exceptions import Replayed
 from bot.ratelimit import LocalSlots
-from bot.store import OutboxEntry
+from bot.store import OutboxEntry, OutboxItem, Take
 from bot.store.common import (
+    OUTBOUND_COLUMNS,
     TOKEN_KEEP_SECONDS,
     TOKEN_PRUNE_EVERY,
     dead_owners,
+    heads,
     outbound_rows,
+    taken_item,
     this_process,
 )
 from bot.store.schema import SQLITE_MIGRATIONS
@@ -332,19 +335,46 @@ def _set_consent(
     )
 
 
-def _touch_group(
-    db: sqlite3.Connection, group_key: str, members: Sequence[str], now: float
-) -> None:
-    db.execute(
+def _touch_group(db: sqlite3.Connection, group_key: str, members: Sequence[str], now: float) -> str:
+    """Create or touch the group's row; return its state (JSON)."""
+    row = db.execute(
         "INSERT INTO groups (key, members, created_at, updated_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
+        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at RETURNING state",
         (group_key, json.dumps(list(members)), now, now),
-    )
+    ).fetchone()
+    return str(row[0])
 
 
-def _insert_outbound(db: sqlite3.Connection, outbound: Sequence[OutboxEntry], now: float) -> None:
-    db.executemany(
-        "INSERT INTO outbound (broadcast_id, inbound_uuid, group_key, recipient, client_ref, "
-        "body, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        outbound_rows(outbound, now),
-    )
+def _insert_outbound(
+    db: sqlite3.Connection,
+    outbound: Sequence[OutboxEntry],
+    now: float,
+    *,
+    take: Take | None = None,
+    owner: str = "",
+    origin_at: float | None = None,
+) -> list[OutboxItem]:
+    """Queue `outbound`; with `take`, claim for `owner` the entries next in line (see heads)
+    and return them."""
+    taken: set[int] = set()
+    if take is not None and take.limit > 0 and outbound:
+        groups = sorted({entry.group_key for entry in outbound})
+        busy = db.execute(
+            "SELECT group_key, recipient FROM outbound INDEXED BY outbound_open "  # noqa: S608
+            f"WHERE group_key IN ({', '.join('?' * len(groups))}) "
+            "AND state IN ('pending', 'sending')",
+            groups,
+        ).fetchall()
+        taken = heads(outbound, {(row[0], row[1]) for row in busy}, take.limit)
+    rows = outbound_rows(outbound, now, taken=taken, take=take, owner=owner)
+    insert = f"INSERT INTO outbound ({OUTBOUND_COLUMNS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608
+    if not taken:
+        db.executemany(insert, rows)
+        return []
+    items: list[OutboxItem] = []
+    for n, (entry, row) in enumerate(zip(outbound, rows, strict=True)):
+        row_id = db.execute(insert, row).lastrowid
+        if n in taken:
+            assert row_id is not None
+            items.append(taken_item(entry, row_id, now, now if origin_at is None else origin_at))
+    return items

@@ -8,8 +8,16 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from bot.store import InboundRecord, InboxItem, LeaseLost, OutboxEntry
-from bot.store.common import group_state
+from bot.store import (
+    Accepted,
+    InboundRecord,
+    InboxItem,
+    LeaseLost,
+    OutboxEntry,
+    OutboxItem,
+    Take,
+)
+from bot.store.common import claim_values, group_state, taken_inbound
 from bot.store.sqlite_base import (
     SqliteBase,
     _insert_outbound,
@@ -29,16 +37,41 @@ class InboxQueries(SqliteBase):
         now: float,
         *,
         jti: str | None = None,
-    ) -> bool:
-        def accept(db: sqlite3.Connection) -> bool:
+        take: Take | None = None,
+    ) -> Accepted:
+        def accept(db: sqlite3.Connection) -> Accepted:
             self._remember_jti(db, jti, now)
-            _touch_group(db, group_key, members, now)
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO inbound (message_uuid, group_key, body, received_at) "
-                "VALUES (?, ?, ?, ?)",
-                (message_uuid, group_key, body, now),
+            state = _touch_group(db, group_key, members, now)
+            # Taken at once only when nothing of its group is still open: the group's order
+            # holds, as it would for a claim.
+            claim = (
+                take is not None
+                and take.limit > 0
+                and db.execute(
+                    "SELECT 1 FROM inbound INDEXED BY inbound_open WHERE group_key = ? "
+                    "AND state IN ('pending', 'processing') LIMIT 1",
+                    (group_key,),
+                ).fetchone()
+                is None
             )
-            return cursor.rowcount == 1
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO inbound (message_uuid, group_key, body, received_at, "
+                "state, lease_until, owner, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message_uuid,
+                    group_key,
+                    body,
+                    now,
+                    *claim_values("processing", take if claim else None, now, self.owner),
+                ),
+            )
+            if cursor.rowcount != 1:
+                return Accepted(new=False)
+            if not claim:
+                return Accepted(new=True)
+            stopped = _opted_out(db, members)
+            item = taken_inbound(message_uuid, group_key, members, state, body, now, stopped)
+            return Accepted(new=True, item=item)
 
         return await self._unit(accept)
 
@@ -58,7 +91,8 @@ class InboxQueries(SqliteBase):
             # and are not in progress: reads as far as it must, not the whole queue.
             rows = db.execute(
                 """
-                SELECT i.message_uuid, i.group_key, g.members, g.state, i.body, i.attempts
+                SELECT i.message_uuid, i.group_key, g.members, g.state, i.body, i.attempts,
+                    i.received_at
                 FROM inbound i INDEXED BY inbound_queue JOIN groups g ON g.key = i.group_key
                 WHERE i.state IN ('pending', 'processing')
                 AND (i.state = 'pending' OR i.lease_until < ?)
@@ -86,6 +120,7 @@ class InboxQueries(SqliteBase):
                     body=bytes(row["body"]),
                     attempts=row["attempts"] + 1,
                     opted_out=stopped & set(members[row["message_uuid"]]),
+                    received_at=row["received_at"],
                 )
                 for row in rows
             ]
@@ -102,8 +137,9 @@ class InboxQueries(SqliteBase):
         state: str | None,
         error: str | None = None,
         consent: tuple[str, bool] | None = None,
-    ) -> None:
-        def complete(db: sqlite3.Connection) -> None:
+        take: Take | None = None,
+    ) -> list[OutboxItem]:
+        def complete(db: sqlite3.Connection) -> list[OutboxItem]:
             # Fenced by the attempt: if our lease ran out and another claim took the message
             # over, this outcome is stale and nothing of it is written.
             cursor = db.execute(
@@ -121,7 +157,9 @@ class InboxQueries(SqliteBase):
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(f"inbound {item.message_uuid} was claimed again")
-            _insert_outbound(db, outbound, now)
+            taken = _insert_outbound(
+                db, outbound, now, take=take, owner=self.owner, origin_at=item.received_at
+            )
             if state is not None:
                 db.execute(
                     "UPDATE groups SET state = ?, updated_at = ? WHERE key = ?",
@@ -130,8 +168,9 @@ class InboxQueries(SqliteBase):
             if consent is not None:
                 number, subscribed = consent
                 _set_consent(db, number, subscribed, now, source="keyword")
+            return taken
 
-        await self._unit(complete)
+        return await self._unit(complete)
 
     async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
         return await self._read(lambda db: _opted_out(db, numbers))
