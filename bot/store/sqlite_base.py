@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from bot.exceptions import Replayed
 from bot.ratelimit import LocalSlots
@@ -53,8 +53,9 @@ class SqliteBase:
         # writer, and they only ever see committed rows.
         self._reader: sqlite3.Connection | None = None
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="groupbot-sqlite-read")
-        self._open: asyncio.Future[None] | None = None  # the transaction units are joining
-        self._queued: list[tuple[Work[Any], asyncio.Future[Any]]] = []  # not yet in the thread
+        self._queued: list[_Unit] = []  # not yet in the thread
+        self._open: list[_Unit] = []  # run (or to run) in the thread, not yet committed
+        self._last_commit: asyncio.Future[None] | None = None
         self._committing = False
         self._closed = False
         self._tokens_seen = 0
@@ -101,65 +102,54 @@ class SqliteBase:
         if self._closed:
             raise sqlite3.ProgrammingError("the store is closed")
         loop = asyncio.get_running_loop()
-        if self._open is None:
-            self._open = loop.create_future()
-        batch = self._open
-        done: asyncio.Future[T] = loop.create_future()
-        self._queued.append((work, done))
+        unit = _Unit(work, loop.create_future())
+        self._queued.append(unit)
         if len(self._queued) == 1:
             # After this tick: the units queued meanwhile go to the thread in one job.
             loop.call_soon(self._flush)
-        value = await done
-        await asyncio.shield(batch)
-        return value
+        return cast(T, await unit.done)
 
     def _flush(self) -> None:
         """Hand the queued units to the thread, then (unless one is under way) the commit."""
         queued, self._queued = self._queued, []
         if queued:
             try:
-                job = asyncio.get_running_loop().run_in_executor(
-                    self._thread, _run_units, self._db, [work for work, _ in queued], self._tx
-                )
+                # Each unit's outcome is kept on it, and told once the commit is known.
+                self._thread.submit(_run_units, self._db, queued, self._tx)
             except RuntimeError as exc:  # the thread is gone: the store was closed
-                for _, done in queued:
-                    if not done.done():
-                        done.set_exception(exc)
+                for unit in queued:
+                    if not unit.done.done():
+                        unit.done.set_exception(exc)
                 return
-
-            def ran(job: asyncio.Future[list[Outcome]]) -> None:
-                for (_, done), (ok, value) in zip(queued, job.result(), strict=True):
-                    if done.cancelled():
-                        continue
-                    if ok:
-                        done.set_result(value)
-                    else:
-                        done.set_exception(value)
-
-            job.add_done_callback(ran)
+            self._open.extend(queued)
         if not self._committing:
             self._commit_open()
 
     def _commit_open(self) -> None:
-        batch = self._open
-        if batch is None or self._committing:
+        if not self._open or self._committing:
             return
         if self._queued:
             self._flush()  # its units first: the thread runs jobs in order
             return
-        self._open, self._committing = None, True
+        batch, self._open, self._committing = self._open, [], True
         commit = asyncio.get_running_loop().run_in_executor(
             self._thread, _commit, self._db, self._tx
         )
+        self._last_commit = commit
 
-        def committed(done: asyncio.Future[None]) -> None:
+        def committed(job: asyncio.Future[None]) -> None:
             self._committing = False
-            if (error := done.exception()) is not None:
-                batch.set_exception(error)
-                batch.exception()  # marked as seen: a unit that was cancelled never asks
-            else:
-                batch.set_result(None)
-            if self._open is not None:  # units arrived during the commit: the next one
+            failed = job.exception()
+            for unit in batch:
+                if unit.done.cancelled():
+                    continue
+                if unit.failure is not None:
+                    unit.done.set_exception(unit.failure)
+                elif failed is not None:
+                    unit.done.set_exception(failed)
+                else:
+                    unit.done.set_result(unit.value)
+            if self._open:  # units arrived during the commit: the next one
                 self._commit_open()
 
         commit.add_done_callback(committed)
@@ -227,10 +217,11 @@ class SqliteBase:
         if self._closed:
             return
         self._closed = True
-        if (pending := self._open) is not None:
+        if self._queued or self._open:
             self._commit_open()
+        if self._last_commit is not None:
             with contextlib.suppress(Exception):  # its units were told
-                await asyncio.shield(pending)
+                await asyncio.shield(self._last_commit)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._db.close)
         self._thread.shutdown(wait=True)
@@ -239,7 +230,16 @@ class SqliteBase:
         self._reader_thread.shutdown(wait=True)
 
 
-Outcome = tuple[bool, Any]  # (True, the unit's value) or (False, what it raised)
+class _Unit:
+    """A unit of work, and (set by the thread) what it returned or raised."""
+
+    __slots__ = ("done", "failure", "value", "work")
+
+    def __init__(self, work: Work[Any], done: asyncio.Future[Any]) -> None:
+        self.work = work
+        self.done = done  # told once the unit's transaction is committed (or not)
+        self.value: Any = None
+        self.failure: BaseException | None = None
 
 
 class _Transaction:
@@ -251,15 +251,13 @@ class _Transaction:
         self.lost: BaseException | None = None
 
 
-def _run_units(db: sqlite3.Connection, units: list[Work[Any]], tx: _Transaction) -> list[Outcome]:
+def _run_units(db: sqlite3.Connection, units: list[_Unit], tx: _Transaction) -> None:
     """Each unit in its savepoint of the open transaction; never raises."""
-    outcomes: list[Outcome] = []
-    for work in units:
+    for unit in units:
         try:
-            outcomes.append((True, _in_savepoint(db, work, tx)))
+            unit.value = _in_savepoint(db, unit.work, tx)
         except Exception as exc:
-            outcomes.append((False, exc))
-    return outcomes
+            unit.failure = exc
 
 
 def _in_savepoint(db: sqlite3.Connection, work: Work[T], tx: _Transaction) -> T:
