@@ -1,11 +1,16 @@
-"""Backpressure: new webhooks are held back (for a moment) while the queues are deep.
+"""Backpressure: new webhooks are held back (for a moment) while the bot is busy.
 
 Storing a webhook takes less than answering it to every member. Without a limit, a burst is
-stored at once and then waits in the queues, and every member waits with it. Holding the
-webhook's 200 while more than HIGH_WATER items wait to be taken keeps the queues short, so that
-what is accepted is answered promptly; the sender (Vonage) simply sees slower answers. A
-webhook is never held longer than MAX_HOLD_SECONDS: past that it is stored anyway, so
-nothing is refused and nothing waits on a sample that went wrong.
+stored at once and then waits in the queues, and every member waits with it. So the 200 is
+held, in two stages, and the sender (Vonage) simply sees slower answers:
+
+- while more than HIGH_WATER items wait in the store to be taken (the whole store's, so a
+  fleet's too: messages queued behind their group's, retries due, work of other processes);
+- then while the inbox has no free place (see workers.Worker.reserve_within): a webhook
+  that gets one is processed at once, so what is accepted is answered promptly.
+
+A webhook is never held longer than MAX_HOLD_SECONDS in all: past that it is stored anyway,
+for a claim, so nothing is refused and nothing waits on a sample that went wrong.
 """
 
 from __future__ import annotations
@@ -42,12 +47,15 @@ class Backlog:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def admit(self) -> None:
-        """Return when the queues have room, or after MAX_HOLD_SECONDS regardless."""
+    async def admit(self) -> float:
+        """Return when the queues have room, or after MAX_HOLD_SECONDS regardless; return
+        how much of MAX_HOLD_SECONDS is left (for the wait for a place in the inbox)."""
         if self._clear.is_set():
-            return
+            return MAX_HOLD_SECONDS
+        started = time.monotonic()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._clear.wait(), MAX_HOLD_SECONDS)
+        return max(0.0, MAX_HOLD_SECONDS - (time.monotonic() - started))
 
     async def _sample(self) -> None:
         while True:

@@ -32,9 +32,8 @@ log = structlog.get_logger("groupbot.inbox")
 
 # Processing that dies with its process this many times is set aside as failed.
 MAX_ATTEMPTS = 5
-# How long a webhook waits for a place in the inbox, and answers for a place in the outbox,
-# before they are stored for a claim instead: the hold on a webhook under load.
-ROOM_WAIT_SECONDS = 2.0
+# How long answers wait for places in the outbox before they are stored for a claim instead.
+ANSWER_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,11 @@ async def accept(
     max_group_size: int,
     jti: str | None = None,
     inbox: InboxWorker | None = None,
+    hold_seconds: float = 0.0,
 ) -> Stored:
     """Validate and durably store one inbound webhook; raise InvalidInput naming the field.
 
-    With `inbox`, the message waits (up to ROOM_WAIT_SECONDS) for a place there, and goes
+    With `inbox`, the message waits (up to `hold_seconds`) for a place there, and goes
     straight to it when it heads its group (`Stored.item`): a busy inbox holds webhooks back.
     """
     message = parse_inbound(body)
@@ -76,7 +76,7 @@ async def accept(
         )
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
-    take = None if inbox is None else await inbox.take_within(ROOM_WAIT_SECONDS)
+    take = None if inbox is None else await inbox.take_within(hold_seconds)
     item = None
     try:
         accepted = await store.accept_inbound(
@@ -184,7 +184,7 @@ class InboxWorker(Worker[InboxItem]):
             queued = await self._within_daily_limit(item, queued, self.daily_limit)
         outbox = self.outbox
         # Sent straight from here when the outbox has room soon enough; else from the store.
-        reserved = await outbox.reserve_within(len(queued), ROOM_WAIT_SECONDS)
+        reserved = await outbox.reserve_within(len(queued), ANSWER_WAIT_SECONDS)
         take = Take(reserved, outbox.lease_seconds) if reserved else None
         try:
             taken = await self.store.complete_inbound(

@@ -13,6 +13,7 @@ import time
 import structlog
 from aiohttp import web
 
+from bot.backlog import MAX_HOLD_SECONDS
 from bot.exceptions import BadSignature, InvalidInput, Unsigned, WebhookRefused
 from bot.http import RUNTIME, invalid, problem
 from bot.inbox import accept
@@ -42,8 +43,8 @@ async def receive_inbound(
     try:
         jti = _verify(runtime, body, authorization)
         _check_content_type(content_type)
-        if runtime.backlog is not None:
-            await runtime.backlog.admit()
+        # Held while the process is busy, MAX_HOLD_SECONDS at most in all (backpressure).
+        hold = MAX_HOLD_SECONDS if runtime.backlog is None else await runtime.backlog.admit()
         config = runtime.bot.config.bot
         stored = await accept(
             runtime.store,
@@ -52,6 +53,7 @@ async def receive_inbound(
             max_group_size=config.max_group_size,
             jti=jti,
             inbox=runtime.inbox,
+            hold_seconds=hold,
         )
     except WebhookRefused as exc:
         runtime.metrics.inbound.labels("refused_signature").inc()
