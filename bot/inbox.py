@@ -25,7 +25,7 @@ from bot.metrics import Metrics
 from bot.models import InboundMessage, parse_inbound
 from bot.numbers import only_north_american, reaches_by_mms
 from bot.outbox import OutboxWorker
-from bot.store import InboxItem, OutboxEntry, Store, Take, entries
+from bot.store import Accepted, InboxItem, OutboxEntry, Store, Take, entries
 from bot.workers import LEASE_MARGIN_SECONDS, Worker
 
 log = structlog.get_logger("groupbot.inbox")
@@ -41,7 +41,7 @@ class Stored:
     message: InboundMessage
     group: Group
     duplicate: bool
-    item: InboxItem | None = None  # taken for this process as it was stored
+    taken: bool = False  # taken for this process as it was stored, and handled now
 
 
 async def accept(
@@ -76,19 +76,22 @@ async def accept(
         )
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
-    take = None if inbox is None else await inbox.take_within(hold_seconds)
-    item = None
-    try:
-        accepted = await store.accept_inbound(
-            uuid, group.key, group.members, body, time.time(), jti=jti, take=take
-        )
-        if accepted.item is not None:
-            item = dataclasses.replace(accepted.item, message=message)  # parsed once
-    finally:
-        if inbox is not None:
-            inbox.taken(take, item)  # started now, or its place given back
+    reserved = 0 if inbox is None else await inbox.reserve_within(1, hold_seconds)
+    take = None if inbox is None or not reserved else Take(reserved, inbox.lease_seconds)
+    call = store.accept_inbound(
+        uuid, group.key, group.members, body, time.time(), jti=jti, take=take
+    )
+    if inbox is None:
+        accepted = await call
+    else:
+
+        def took(accepted: Accepted) -> list[InboxItem]:
+            taken = accepted.item
+            return [] if taken is None else [dataclasses.replace(taken, message=message)]
+
+        accepted = await inbox.run_taken(reserved, call, took)  # handled at once if taken
     log.info("inbound_stored" if accepted.new else "inbound_duplicate", members=len(group.members))
-    return Stored(message, group, duplicate=not accepted.new, item=item)
+    return Stored(message, group, duplicate=not accepted.new, taken=accepted.item is not None)
 
 
 class InboxWorker(Worker[InboxItem]):
@@ -140,20 +143,6 @@ class InboxWorker(Worker[InboxItem]):
         )
         return entries(notice_id, item.group_key, messages, inbound_uuid=item.message_uuid)
 
-    async def take_within(self, seconds: float) -> Take | None:
-        """What to ask of the store when a webhook is stored: take it at once, when a place
-        comes free within `seconds` (see Worker.reserve_within; `taken` gives it back)."""
-        return Take(1, self.lease_seconds) if await self.reserve_within(1, seconds) else None
-
-    def taken(self, take: Take | None, item: InboxItem | None) -> None:
-        """Handle the message taken as it was stored, if it was; else give its place back."""
-        if take is None:
-            return
-        if item is None:
-            self.release(take.limit)
-        else:
-            self.run([item], take.limit)
-
     async def claim(self, limit: int) -> list[InboxItem]:
         return await self.store.claim_inbound(limit, time.time(), self.lease_seconds, MAX_ATTEMPTS)
 
@@ -186,25 +175,21 @@ class InboxWorker(Worker[InboxItem]):
         # Sent straight from here when the outbox has room soon enough; else from the store.
         reserved = await outbox.reserve_within(len(queued), ANSWER_WAIT_SECONDS)
         take = Take(reserved, outbox.lease_seconds) if reserved else None
+        call = self.store.complete_inbound(
+            item,
+            now=time.time(),
+            route=outcome.route,
+            outbound=queued,
+            state=outcome.state,
+            error=outcome.error,
+            consent=outcome.consent,
+            take=take,
+        )
         try:
-            taken = await self.store.complete_inbound(
-                item,
-                now=time.time(),
-                route=outcome.route,
-                outbound=queued,
-                state=outcome.state,
-                error=outcome.error,
-                consent=outcome.consent,
-                take=take,
-            )
+            taken = await outbox.run_taken(reserved, call, lambda taken: taken)  # sent at once
         except LeaseLost:
             log.warning("inbound_lease_lost", attempts=item.attempts)
-            outbox.release(reserved)
             return
-        except BaseException:
-            outbox.release(reserved)
-            raise
-        outbox.run(taken, reserved)
         if len(taken) < len(queued):
             outbox.wake()  # the rest waits in the store for a claim
         log.info("inbound_processed", route=outcome.route, queued=len(queued))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -208,6 +208,11 @@ class OutboundMessage(_Wire):
     def api_json(self) -> bytes:
         """The request body as JSON: serialised once, stored and sent as it is."""
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("api_json", None)  # a copy's body is its own (pydantic copies it)
+        return copied
 
     @property
     def participants(self) -> list[str]:

@@ -71,7 +71,7 @@ async def receive_inbound(
         return problem(503, "Store unavailable", "the message was not stored; retry later")
     runtime.metrics.inbound.labels("duplicate" if stored.duplicate else "stored").inc()
     if not stored.duplicate:
-        if stored.item is None:
+        if not stored.taken:
             runtime.inbox.wake()  # stored behind its group's open message, for a claim
         runtime.changes.notify()
     return web.json_response(

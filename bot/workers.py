@@ -19,11 +19,13 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 import structlog
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = structlog.get_logger("groupbot.workers")
 
 MIN_IDLE_SECONDS = 0.005
@@ -46,6 +48,7 @@ class Worker(ABC, Generic[T]):
         self._stopping = False
         self._reserved = 0  # places held for work being taken as it is stored
         self._line: deque[tuple[int, asyncio.Future[int]]] = deque()  # waiting for places
+        self._settled = asyncio.Event()  # set when nothing runs and no place is held
         self._maybe_waiting = True  # the store may hold work to claim
         self._told = 0  # how many times wake() said so: a claim under way may miss one
         self._next_due = 0.0  # monotonic: when idle_seconds said to look again
@@ -104,6 +107,24 @@ class Worker(ABC, Generic[T]):
         self._let_in()
         return 0
 
+    async def run_taken(self, reserved: int, call: Awaitable[R], took: Callable[[R], list[T]]) -> R:
+        """Await `call`, a store call that may claim work for this process in the `reserved`
+        places, and hand what it claimed (`took` of its result) to `run`, or the places back
+        if it fails. Also when the caller is cancelled meanwhile: the call goes on, and work
+        claimed for a live process must not wait for its lease to run out."""
+        if not reserved:
+            return await call
+        pending = asyncio.ensure_future(call)
+
+        def settle(done: asyncio.Future[R]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                self.release(reserved)
+            else:
+                self.run(took(done.result()), reserved)
+
+        pending.add_done_callback(settle)
+        return await asyncio.shield(pending)
+
     def release(self, reserved: int) -> None:
         self._reserved -= reserved
         self._freed()
@@ -128,6 +149,8 @@ class Worker(ABC, Generic[T]):
 
     def _freed(self) -> None:
         """Places came free: stored work first, if there may be some; else the line."""
+        if not self._tasks and not self._reserved:
+            self._settled.set()
         if self._maybe_waiting:
             self._wake.set()
         else:
@@ -177,6 +200,11 @@ class Worker(ABC, Generic[T]):
     async def _step(self, polled: bool) -> float:
         """Claim and start what is due; return how long to wait before the next step."""
         self._wake.clear()
+        if polled:
+            # Work can become due with no wake(): a retry's time, a lease run out, another
+            # process's work. Each poll, freed places go to a claim first, until one finds
+            # nothing; else a line that never empties could keep that work waiting.
+            self._maybe_waiting = True
         free = self._free()
         if free <= 0:
             return self.poll_seconds  # a finishing task wakes us
@@ -184,7 +212,11 @@ class Worker(ABC, Generic[T]):
             # Woken with nothing stored to claim: wait on.
             return max(MIN_IDLE_SECONDS, min(self.poll_seconds, self._next_due - time.monotonic()))
         told = self._told
-        claimed = await self.claim(free)
+        self._reserved += free  # held while the claim is under way, so that no one else
+        try:  # is given them meanwhile
+            claimed = await self.claim(free)
+        finally:
+            self._reserved -= free
         for item in claimed:
             self._start(item)
         if claimed:
@@ -216,13 +248,23 @@ class Worker(ABC, Generic[T]):
             _, waiter = self._line.popleft()
             if not waiter.done():
                 waiter.set_result(0)
+        deadline = time.monotonic() + grace_seconds
         if self._loop is not None:
             done, _ = await asyncio.wait({self._loop}, timeout=grace_seconds)
             if not done:
                 self._loop.cancel()
                 await asyncio.gather(self._loop, return_exceptions=True)
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        # Places held for a store call under way become tasks (or come back) when it ends.
+        while self._tasks or self._reserved:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._settled.clear()
+            try:
+                await asyncio.wait_for(self._settled.wait(), left)
+            except TimeoutError:
+                break
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -5,6 +5,7 @@ answered later from the store."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -57,9 +58,11 @@ async def test_a_webhook_held_longest_is_stored_and_answered_later(
     bot, _ = await busy_bot(start_bot, gate)
     second = inbound(OTHERS[0], "please wait", OTHERS[1:])
 
+    started = time.monotonic()
     response = await asyncio.wait_for(bot.post_inbound(second), 5.0)
 
     assert response.status == 200  # never refused, only held
+    assert time.monotonic() - started >= HELD
     assert inbound_state(bot, str(second["message_uuid"])) == ("pending", None, None)
     gate.set()
     assert (await processed(bot, str(second["message_uuid"])))[0] == "done"

@@ -421,3 +421,15 @@ def test_inbound_model_is_immutable() -> None:
     message: InboundMessage = parse_inbound(encode(example()))
     with pytest.raises(ValueError, match="frozen"):
         message.text = "changed"  # type: ignore[misc]
+
+
+def test_a_copy_of_an_outbound_message_has_its_own_api_body() -> None:
+    message = OutboundMessage.model_validate(
+        {"to": "11234567891", "from": "11234567890", "message_type": "text", "text": "hi"}
+    )
+    assert b"client_ref" not in message.api_json  # computed, and kept
+
+    copied = message.model_copy(update={"client_ref": "b-1/0"})
+
+    assert json.loads(copied.api_json) == copied.to_api()
+    assert copied.to_api()["client_ref"] == "b-1/0"

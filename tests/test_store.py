@@ -599,3 +599,16 @@ async def test_a_taken_answer_is_what_a_claim_would_read_back(store: Store) -> N
 
     assert [c.message for c in claimed] == [taken.message]
     assert (claimed[0].origin_at, claimed[0].attempts) == (taken.origin_at, 2)
+
+
+async def test_closing_commits_what_was_stored_just_before(tmp_path: Path) -> None:
+    store = await open_store("sqlite:///bot.db", root=tmp_path)
+    stored = asyncio.create_task(accept(store, "a1", A))
+    await asyncio.sleep(0)  # queued for the writer, not yet handed to it
+
+    await store.close()
+
+    assert await stored is True
+    again = await open_store("sqlite:///bot.db", root=tmp_path)
+    assert (await again.inbound("a1")) is not None
+    await again.close()

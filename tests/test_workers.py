@@ -71,6 +71,7 @@ async def test_places_are_given_at_once_while_free_and_in_turn_when_full(toy: To
     assert not third.done()
     toy.finish(2)
     assert await third == 1
+    toy.release(2)
 
 
 async def test_a_wait_that_times_out_holds_nothing(toy: Toy) -> None:
@@ -83,26 +84,44 @@ async def test_a_wait_that_times_out_holds_nothing(toy: Toy) -> None:
     toy.finish(2)
     await until(lambda: not toy._tasks)
     assert await toy.reserve_within(2, 0.01) == 2  # nothing was left held
+    toy.release(2)
 
 
 async def test_a_caller_cancelled_in_line_gives_its_places_back(toy: Toy) -> None:
+    assert await toy.reserve_within(2, 1.0) == 2  # held, as for work about to be stored
+    waiting = asyncio.create_task(toy.reserve_within(1, DEADLINE))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+
+    toy.release(2)  # the place is given to the one in line...
+    waiting.cancel()  # ...who is cancelled before it can use it
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    assert await toy.reserve_within(2, 0.01) == 2  # both places came back
+    toy.release(2)
+
+
+async def test_a_caller_cancelled_before_its_turn_leaves_the_line(toy: Toy) -> None:
     assert await toy.reserve_within(2, 1.0) == 2
     toy.run([1, 2], 2)
     waiting = asyncio.create_task(toy.reserve_within(1, DEADLINE))
     await asyncio.sleep(0)
 
     waiting.cancel()
-    toy.finish(1)
     with pytest.raises(asyncio.CancelledError):
         await waiting
+    toy.finish(1)
 
-    assert await toy.reserve_within(1, 0.01) == 1
+    assert await toy.reserve_within(1, DEADLINE) == 1
+    toy.release(1)
 
 
 async def test_places_not_used_are_released(toy: Toy) -> None:
     assert await toy.reserve_within(2, 1.0) == 2
     toy.run([1], 2)  # one of the two was not taken after all
     assert await toy.reserve_within(1, 0.01) == 1
+    toy.release(1)
 
 
 async def test_stored_work_has_first_pick_of_a_freed_place(toy: Toy) -> None:
@@ -118,6 +137,7 @@ async def test_stored_work_has_first_pick_of_a_freed_place(toy: Toy) -> None:
     assert not in_line.done()
     toy.finish(2)  # nothing more stored: the line gets this one
     assert await in_line == 1
+    toy.release(1)
 
 
 async def test_the_loop_stops_claiming_once_nothing_is_stored(toy: Toy) -> None:
@@ -138,3 +158,91 @@ async def test_nothing_is_taken_while_stopping() -> None:
     worker.start()
     await worker.stop(1.0)
     assert await worker.reserve_within(1, 0.01) == 0
+
+
+async def test_stored_work_nobody_announced_is_claimed_under_steady_load() -> None:
+    worker = Toy(concurrency=2)
+    worker.poll_seconds = 0.05  # the poll comes round quickly
+    worker.start()
+    await until(lambda: not worker._maybe_waiting)
+    worker.stored = [99]  # e.g. a retry come due: no wake()
+    stop = asyncio.Event()
+
+    async def producer(first: int) -> None:
+        item = first
+        while not stop.is_set():
+            if await worker.reserve_within(1, DEADLINE):
+                worker.run([item], 1)
+                worker.finish(item)
+                item += 10
+            await asyncio.sleep(0)
+
+    producers = [asyncio.create_task(producer(n)) for n in range(4)]
+    try:
+        await until(lambda: 99 in worker.handled)
+    finally:
+        stop.set()
+        await asyncio.gather(*producers)
+        await worker.stop(1.0)
+
+
+async def test_no_place_is_given_twice_while_a_claim_is_under_way() -> None:
+    claiming = asyncio.Event()
+    go_on = asyncio.Event()
+
+    class SlowClaims(Toy):
+        async def claim(self, limit: int) -> list[int]:
+            claiming.set()
+            await go_on.wait()
+            return await super().claim(limit)
+
+    worker = SlowClaims(concurrency=2)
+    worker.stored = [1, 2]
+    worker.start()
+    await claiming.wait()
+
+    # One in line gives up during the claim, which lets the next in line in: to no place,
+    # for the claim holds both.
+    assert await worker.reserve_within(1, 0.01) == 0
+    later = asyncio.create_task(worker.reserve_within(2, DEADLINE))
+    await asyncio.sleep(0)
+    assert not later.done()
+    go_on.set()
+    await until(lambda: worker.handled == [1, 2])
+    assert not later.done()  # never more than the concurrency at once
+    worker.finish(1)
+    worker.finish(2)
+    assert await later == 2
+    worker.release(2)
+    await worker.stop(1.0)
+
+
+async def test_work_taken_for_a_caller_cancelled_meanwhile_is_still_handled(toy: Toy) -> None:
+    assert await toy.reserve_within(1, 1.0) == 1
+    committed = asyncio.Event()
+
+    async def store_call() -> list[int]:  # stores item 7, taken for this process
+        await committed.wait()
+        return [7]
+
+    caller = asyncio.create_task(toy.run_taken(1, store_call(), lambda taken: taken))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    committed.set()
+
+    await until(lambda: 7 in toy.handled)  # not left claimed until its lease runs out
+
+
+async def test_a_store_call_that_fails_gives_its_places_back(toy: Toy) -> None:
+    assert await toy.reserve_within(2, 1.0) == 2
+
+    async def store_call() -> list[int]:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        await toy.run_taken(2, store_call(), lambda taken: taken)
+
+    assert await toy.reserve_within(2, 0.01) == 2
+    toy.release(2)

@@ -178,8 +178,8 @@ class InboxQueries(PostgresBase):
             if consent is not None:
                 number, subscribed = consent
                 await _set_consent(conn, number, subscribed, now, source="keyword")
-            # No NOTIFY: the worker that finished this claims again at once, and so takes
-            # the group's next message itself.
+            # No NOTIFY: the group's next message, if any, was announced when it was stored,
+            # and every process claims while it knows of stored work.
         return taken
 
     async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:

@@ -126,10 +126,12 @@ class SqliteBase:
             self._commit_open()
 
     def _commit_open(self) -> None:
-        if not self._open or self._committing:
-            return
+        if self._committing:
+            return  # the next one starts when this one ends
         if self._queued:
-            self._flush()  # its units first: the thread runs jobs in order
+            self._flush()  # its units first (the thread runs jobs in order); it commits
+            return
+        if not self._open:
             return
         batch, self._open, self._committing = self._open, [], True
         commit = asyncio.get_running_loop().run_in_executor(
@@ -217,9 +219,10 @@ class SqliteBase:
         if self._closed:
             return
         self._closed = True
-        if self._queued or self._open:
+        # Units queued before the close (even in this same tick) are committed first.
+        while self._queued or self._open or self._committing:
             self._commit_open()
-        if self._last_commit is not None:
+            assert self._last_commit is not None
             with contextlib.suppress(Exception):  # its units were told
                 await asyncio.shield(self._last_commit)
         loop = asyncio.get_running_loop()
