@@ -24,6 +24,10 @@ class Templates:
             autoescape=False,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Read once: templates are checked at start-up (`groupbot check`, `run`), and a
+            # file changed afterwards takes effect at the next start, checked again; no
+            # stat() of the file for every message.
+            auto_reload=False,
         )
         self._env.filters["phone"] = display
 
