@@ -454,3 +454,13 @@ async def test_chat_lets_one_type_as_any_member_and_shows_what_each_receives(
     assert "+1 123-456-7893 gets: [vcard] On-call engineer" in text  # to the speaker alone
     assert "(the bot stays silent)" in text
     assert not (tmp_path / "var" / "groupbot.db").exists()  # a throwaway store, nothing sent
+
+
+def test_run_serves_on_uvloop() -> None:
+    from bot import cli
+
+    loop = cli._event_loop()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
