@@ -57,7 +57,7 @@ async def accept(
     """Validate and durably store one inbound webhook; raise InvalidInput naming the field.
 
     With `inbox`, the message waits (up to `hold_seconds`) for a place there, and goes
-    straight to it when it heads its group (`Stored.item`): a busy inbox holds webhooks back.
+    straight to it when it heads its group (`Stored.taken`): a busy inbox holds webhooks back.
     """
     message = parse_inbound(body)
     if message.to != bot_number:

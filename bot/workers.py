@@ -104,7 +104,7 @@ class Worker(ABC, Generic[T]):
         if waiter.done():
             return waiter.result()
         waiter.cancel()  # skipped when its turn comes
-        self._let_in()
+        self._freed()  # those behind may fit where it did not
         return 0
 
     async def run_taken(self, reserved: int, call: Awaitable[R], took: Callable[[R], list[T]]) -> R:
