@@ -46,6 +46,7 @@ class Worker(ABC, Generic[T]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = False  # stop() has returned: nothing may start any more
         self._reserved = 0  # places held for work being taken as it is stored
         self._line: deque[tuple[int, asyncio.Future[int]]] = deque()  # waiting for places
         self._settled = asyncio.Event()  # set when nothing runs and no place is held
@@ -99,7 +100,9 @@ class Worker(ABC, Generic[T]):
         except BaseException:  # cancelled while in line: what was given goes back
             if waiter.done():
                 self.release(waiter.result())
-            waiter.cancel()
+            else:
+                waiter.cancel()
+                self._freed()  # those behind may fit where it did not
             raise
         if waiter.done():
             return waiter.result()
@@ -117,10 +120,12 @@ class Worker(ABC, Generic[T]):
         pending = asyncio.ensure_future(call)
 
         def settle(done: asyncio.Future[R]) -> None:
-            if done.cancelled() or done.exception() is not None:
-                self.release(reserved)
-            else:
-                self.run(took(done.result()), reserved)
+            try:
+                items = [] if done.cancelled() or done.exception() else took(done.result())
+            except Exception:
+                log.exception("worker_take_failed", worker=self.name)
+                items = []
+            self.run(items, reserved)
 
         pending.add_done_callback(settle)
         return await asyncio.shield(pending)
@@ -132,6 +137,9 @@ class Worker(ABC, Generic[T]):
     def run(self, items: list[T], reserved: int) -> None:
         """Handle work taken for this process as it was stored, in the places reserved."""
         self._reserved -= reserved
+        if self._stopped:  # too late: it stays claimed, for a claim after its lease
+            log.warning("worker_took_after_stop", worker=self.name, items=len(items))
+            items = []
         for item in items:
             self._start(item)
         self._freed()
@@ -264,6 +272,7 @@ class Worker(ABC, Generic[T]):
                 await asyncio.wait_for(self._settled.wait(), left)
             except TimeoutError:
                 break
+        self._stopped = True
         pending = set(self._tasks)
         for task in pending:
             task.cancel()

@@ -27,7 +27,9 @@ def main(port: int, public_key_file: Path) -> None:
     app = api.app()
 
     async def recorded(request: web.Request) -> web.Response:
-        return web.json_response([{"body": r.body, "at": r.at} for r in api.accepted])
+        return web.json_response(
+            [{"body": r.body, "at": r.at, "arrived": r.arrived} for r in api.accepted]
+        )
 
     app.router.add_get("/recorded", recorded)
     web.run_app(app, host="127.0.0.1", port=port, print=None)

@@ -28,6 +28,7 @@ class Recorded:
     status: int
     message_uuid: str | None
     at: float = field(default_factory=time.monotonic)  # when it was answered (or dropped)
+    arrived: float = 0.0  # when the request came in (time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -84,17 +85,18 @@ class FakeMessagesApi:
             await asyncio.wait_for(self._changed.wait_for(lambda: self.arrived >= count), within)
 
     async def _messages(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         authorization = request.headers.get("Authorization", "")
         body = await request.json()
         claims, problem = self._check_auth(authorization)
         if problem:
-            return await self._record(body, authorization, claims, Scripted(401, problem))
+            return await self._record(body, authorization, claims, Scripted(401, problem), arrived)
         step = self.script.popleft() if self.script else Scripted(202)
         async with self._changed:
             self.arrived += 1
             self._changed.notify_all()
         if step.lost_answer:
-            await self._record(body, authorization, claims, step)
+            await self._record(body, authorization, claims, step, arrived)
             await asyncio.Event().wait()  # held until the client or the server gives up
         if step.delay:
             await asyncio.sleep(step.delay)  # the scripted slowness under test, not a sync
@@ -102,10 +104,12 @@ class FakeMessagesApi:
             assert request.transport is not None
             request.transport.close()
             async with self._changed:
-                self.attempts.append(Recorded(body, authorization, claims, 0, None))
+                self.attempts.append(
+                    Recorded(body, authorization, claims, 0, None, arrived=arrived)
+                )
                 self._changed.notify_all()
             return web.Response(status=500)  # never reaches the client: the line is down
-        return await self._record(body, authorization, claims, step)
+        return await self._record(body, authorization, claims, step, arrived)
 
     async def _record(
         self,
@@ -113,11 +117,14 @@ class FakeMessagesApi:
         authorization: str,
         claims: dict[str, Any] | None,
         step: Scripted,
+        arrived: float,
     ) -> web.Response:
         message_uuid = str(uuid.uuid4()) if step.status == 202 else None
         answer = step.body if step.body is not None else {"message_uuid": message_uuid}
         async with self._changed:
-            self.attempts.append(Recorded(body, authorization, claims, step.status, message_uuid))
+            self.attempts.append(
+                Recorded(body, authorization, claims, step.status, message_uuid, arrived=arrived)
+            )
             self._changed.notify_all()
         content_type = "application/json" if step.status < 400 else "application/problem+json"
         return web.json_response(

@@ -62,7 +62,7 @@ async def test_a_webhook_held_longest_is_stored_and_answered_later(
     response = await asyncio.wait_for(bot.post_inbound(second), 5.0)
 
     assert response.status == 200  # never refused, only held
-    assert time.monotonic() - started >= HELD
+    assert HELD <= time.monotonic() - started < HELD + 1.0  # the longest hold, not 2 s
     assert inbound_state(bot, str(second["message_uuid"])) == ("pending", None, None)
     gate.set()
     assert (await processed(bot, str(second["message_uuid"])))[0] == "done"

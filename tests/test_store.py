@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -612,3 +614,40 @@ async def test_closing_commits_what_was_stored_just_before(tmp_path: Path) -> No
     again = await open_store("sqlite:///bot.db", root=tmp_path)
     assert (await again.inbound("a1")) is not None
     await again.close()
+
+
+CLOSE_AS_A_COMMIT_IS_TOLD = """
+import asyncio, sys
+from pathlib import Path
+import bot.store.sqlite_base as base
+from bot.store.sqlite import SqliteStore
+
+async def main() -> None:
+    store = await SqliteStore.open(Path(sys.argv[1]))
+    loop = asyncio.get_running_loop()
+    closing = []
+    real_commit = base._commit
+
+    def commit(db, tx):  # the real commit; then close() becomes ready before it is told
+        real_commit(db, tx)
+        loop.call_soon_threadsafe(lambda: closing.append(asyncio.ensure_future(store.close())))
+
+    base._commit = commit
+    await store._unit(lambda db: db.execute("SELECT 1").fetchone())
+    base._commit = real_commit
+    await closing[0]
+
+asyncio.run(main())
+"""
+
+
+def test_closing_as_a_commit_is_being_told_returns(tmp_path: Path) -> None:
+    # In a process of its own: a close() that never yields would hang this one.
+    done = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, "-c", CLOSE_AS_A_COMMIT_IS_TOLD, str(tmp_path / "bot.db")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr

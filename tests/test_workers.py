@@ -201,11 +201,12 @@ async def test_no_place_is_given_twice_while_a_claim_is_under_way() -> None:
     worker.start()
     await claiming.wait()
 
-    # One in line gives up during the claim, which lets the next in line in: to no place,
-    # for the claim holds both.
-    assert await worker.reserve_within(1, 0.01) == 0
-    later = asyncio.create_task(worker.reserve_within(2, DEADLINE))
+    # Two in line; the first gives up during the claim, which moves the line on: the next
+    # finds no place, for the claim holds both.
+    first = asyncio.create_task(worker.reserve_within(1, 0.01))
     await asyncio.sleep(0)
+    later = asyncio.create_task(worker.reserve_within(2, DEADLINE))
+    assert await first == 0
     assert not later.done()
     go_on.set()
     await until(lambda: worker.handled == [1, 2])
@@ -217,16 +218,76 @@ async def test_no_place_is_given_twice_while_a_claim_is_under_way() -> None:
     await worker.stop(1.0)
 
 
-async def test_work_taken_for_a_caller_cancelled_meanwhile_is_still_handled(toy: Toy) -> None:
+async def test_the_line_moves_on_when_its_head_gives_up(toy: Toy) -> None:
+    assert await toy.reserve_within(1, 1.0) == 1
+    toy.run([1], 1)  # one place busy, one free
+    head = asyncio.create_task(toy.reserve_within(2, 0.05))  # waits for both
+    await asyncio.sleep(0)
+    behind = asyncio.create_task(toy.reserve_within(1, DEADLINE))
+    await asyncio.sleep(0)
+    assert not behind.done()  # first come, first served
+
+    assert await head == 0
+    assert await behind == 1  # the free place, without waiting for item 1
+    toy.release(1)
+
+
+async def test_the_line_moves_on_when_its_head_is_cancelled(toy: Toy) -> None:
+    assert await toy.reserve_within(1, 1.0) == 1
+    toy.run([1], 1)
+    head = asyncio.create_task(toy.reserve_within(2, DEADLINE))
+    await asyncio.sleep(0)
+    behind = asyncio.create_task(toy.reserve_within(1, DEADLINE))
+    await asyncio.sleep(0)
+
+    head.cancel()
+    await asyncio.gather(head, return_exceptions=True)
+
+    assert await asyncio.wait_for(behind, 1.0) == 1
+    toy.release(1)
+
+
+async def taking(toy: Toy, item: int) -> tuple[asyncio.Task[list[int]], asyncio.Event]:
+    """A store call under way that will take `item` for this process once `committed` is
+    set, in a place it holds; and the task awaiting it."""
     assert await toy.reserve_within(1, 1.0) == 1
     committed = asyncio.Event()
 
-    async def store_call() -> list[int]:  # stores item 7, taken for this process
+    async def store_call() -> list[int]:
         await committed.wait()
-        return [7]
+        return [item]
 
     caller = asyncio.create_task(toy.run_taken(1, store_call(), lambda taken: taken))
     await asyncio.sleep(0)
+    return caller, committed
+
+
+async def test_stop_waits_for_places_held_by_a_store_call(toy: Toy) -> None:
+    caller, committed = await taking(toy, 5)
+    stopping = asyncio.create_task(toy.stop(DEADLINE))
+    done, _ = await asyncio.wait({stopping}, timeout=0.2)
+    assert not done  # the store call holds a place: stop waits for it
+
+    committed.set()
+    await caller
+    await until(lambda: 5 in toy.handled)  # taken work is still handled while stopping
+    toy.finish(5)
+    await asyncio.wait_for(stopping, 1.0)
+
+
+async def test_work_taken_after_stop_is_left_to_its_lease(toy: Toy) -> None:
+    caller, committed = await taking(toy, 7)
+    await toy.stop(0.01)  # the store call outlasts the grace
+
+    committed.set()
+    await caller
+
+    assert 7 not in toy.handled
+    assert not toy._tasks
+
+
+async def test_work_taken_for_a_caller_cancelled_meanwhile_is_still_handled(toy: Toy) -> None:
+    caller, committed = await taking(toy, 7)
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller

@@ -90,7 +90,7 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     """,
     # v3: a broadcast's rows are found by the unique (broadcast_id, recipient) index; one
     # index fewer to update for every message queued.
-    "DROP INDEX outbound_broadcast;",
+    "DROP INDEX IF EXISTS outbound_broadcast;",
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -178,5 +178,5 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     """,
     # v3: a broadcast's rows are found by the unique (broadcast_id, recipient) index; one
     # index fewer to update for every message queued.
-    "DROP INDEX outbound_broadcast;",
+    "DROP INDEX IF EXISTS outbound_broadcast;",
 )

@@ -16,7 +16,6 @@ across processes (`groupbot send` beside a running bot).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -223,8 +222,9 @@ class SqliteBase:
         while self._queued or self._open or self._committing:
             self._commit_open()
             assert self._last_commit is not None
-            with contextlib.suppress(Exception):  # its units were told
-                await asyncio.shield(self._last_commit)
+            # wait(), not the future itself: it always yields, so that the commit's own
+            # callback (which ends `_committing`) runs first; its units were told of errors.
+            await asyncio.wait({self._last_commit})
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._db.close)
         self._thread.shutdown(wait=True)
