@@ -21,6 +21,7 @@ import jwt
 import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from bot.config import ProviderSettings
@@ -70,6 +71,7 @@ class MessagesClient:
             )
         self._session: aiohttp.ClientSession | None = None
         self._token: tuple[float, str] | None = None  # (signed at, header value)
+        self._built: tuple[str, CIMultiDict[str]] | None = None  # (authorization, headers)
 
     def authorization(self, now: float | None = None) -> str:
         if self._key is None:
@@ -86,14 +88,18 @@ class MessagesClient:
             self._token = (now, "Bearer " + jwt.encode(claims, self._key, algorithm="RS256"))
         return self._token[1]
 
+    def _headers(self, authorization: str) -> CIMultiDict[str]:
+        """A send's headers, built once per token (aiohttp copies them into each request)."""
+        if self._built is None or self._built[0] != authorization:
+            headers = CIMultiDict(Authorization=authorization, Accept=JSON)
+            headers["Content-Type"] = JSON
+            self._built = (authorization, headers)
+        return self._built[1]
+
     async def send(self, message: OutboundMessage) -> str | None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
-        headers = {
-            "Authorization": self.authorization(),
-            "Accept": JSON,
-            "Content-Type": JSON,
-        }
+        headers = self._headers(self.authorization())
         try:
             async with self._session.post(self.url, data=message.api_json, headers=headers) as resp:
                 body = await resp.read()
