@@ -16,6 +16,7 @@ import pytest
 
 from bot import broadcast
 from bot.context import Reply
+from bot.exceptions import Replayed
 from bot.groups import Group
 from bot.models import parse_status
 from bot.store import (
@@ -651,3 +652,13 @@ def test_closing_as_a_commit_is_being_told_returns(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+async def test_a_webhook_token_is_accepted_once(store: Store) -> None:
+    await store.accept_inbound("m1", A.key, A.members, b"{}", NOW, jti="token-1")
+
+    with pytest.raises(Replayed):
+        await store.accept_inbound("m2", B.key, B.members, b"{}", NOW, jti="token-1")
+
+    assert await store.inbound("m2") is None
+    assert [key for key, _ in await store.groups()] == [A.key]  # the replay left no trace

@@ -92,6 +92,15 @@ async def test_processes_are_woken_by_what_another_one_stores(fleet: list[Store]
     await fleet[2].enqueue(planned("b-1", group), group.members, NOW)
     assert await asyncio.wait_for(heard.get(), 5) == "outbox"
 
+    # A member's message sent: the next one for that member may go now. A retry is not
+    # announced (it is picked up when it is due).
+    first, second = await fleet[2].claim_outbound(10, NOW, 60, 8)
+    await fleet[2].record_retry(first, "HTTP 500", NOW + 60)
+    await accept(fleet[1], "m2", Group(("12025550103",)))  # a marker: heard next, nothing before
+    assert await asyncio.wait_for(heard.get(), 5) == "inbox"
+    assert await fleet[2].record_sent(second, "uuid-2", NOW) is False  # the retry is left
+    assert await asyncio.wait_for(heard.get(), 5) == "outbox"
+
 
 async def test_the_listener_reconnects_when_its_connection_is_lost(
     fleet: list[Store], url: str

@@ -196,11 +196,7 @@ class PostgresBase:
         """Record a webhook token's jti in the caller's transaction; Replayed if seen before."""
         if jti is None:
             return
-        self._tokens_seen += 1
-        if self._tokens_seen % TOKEN_PRUNE_EVERY == 0:
-            await conn.execute(
-                "DELETE FROM webhook_tokens WHERE seen_at < $1", now - TOKEN_KEEP_SECONDS
-            )
+        await self._prune_tokens(conn, now)
         stored = await conn.fetchval(
             "INSERT INTO webhook_tokens (jti, seen_at) VALUES ($1, $2) "
             "ON CONFLICT DO NOTHING RETURNING true",
@@ -209,6 +205,14 @@ class PostgresBase:
         )
         if not stored:
             raise Replayed(f"token {jti} was used before")
+
+    async def _prune_tokens(self, conn: Conn, now: float) -> None:
+        """Once every TOKEN_PRUNE_EVERY tokens, forget those too old to be replayed."""
+        self._tokens_seen += 1
+        if self._tokens_seen % TOKEN_PRUNE_EVERY == 0:
+            await conn.execute(
+                "DELETE FROM webhook_tokens WHERE seen_at < $1", now - TOKEN_KEEP_SECONDS
+            )
 
 
 async def _notify(conn: Conn, what: str) -> None:

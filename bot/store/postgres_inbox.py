@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from bot.exceptions import Replayed
 from bot.store import (
     Accepted,
     InboundRecord,
@@ -16,14 +17,13 @@ from bot.store import (
     OutboxItem,
     Take,
 )
-from bot.store.common import claim_values, group_state, taken_inbound
+from bot.store.common import group_state, taken_inbound
 from bot.store.postgres_base import (
+    CHANNEL,
     PostgresBase,
     _insert_outbound,
-    _notify,
     _opted_out,
     _set_consent,
-    _touch_group,
 )
 
 
@@ -40,36 +40,65 @@ class InboxQueries(PostgresBase):
         take: Take | None = None,
     ) -> Accepted:
         async with self._transaction() as conn:
-            await self._remember_jti(conn, jti, now)
-            state = await _touch_group(conn, group_key, members, now)
-            # Taken at once only when nothing of its group is still open (the group's row is
-            # locked, so nothing of it is stored or completed meanwhile): its order holds.
-            claim = (
-                take is not None
-                and take.limit > 0
-                and not await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM inbound WHERE group_key = $1 "
-                    "AND state IN ('pending', 'processing'))",
-                    group_key,
+            if jti is not None:
+                await self._prune_tokens(conn, now)
+            # The token and the group's row in one round trip. The row is locked until the
+            # commit, so nothing of the group is stored or completed meanwhile.
+            group = await conn.fetchrow(
+                """
+                WITH token AS (
+                    INSERT INTO webhook_tokens (jti, seen_at) SELECT $4, $3
+                    WHERE $4::text IS NOT NULL ON CONFLICT DO NOTHING RETURNING 1
                 )
+                INSERT INTO groups (key, members, created_at, updated_at)
+                VALUES ($1, $2, $3, $3)
+                ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at
+                RETURNING state, (SELECT count(*) FROM token) AS fresh
+                """,
+                group_key,
+                json.dumps(list(members)),
+                now,
+                jti,
             )
-            stored = await conn.fetchval(
-                "INSERT INTO inbound (message_uuid, group_key, body, received_at, state, "
-                "lease_until, owner, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT (message_uuid) DO NOTHING RETURNING true",
+            assert group is not None
+            if jti is not None and not group["fresh"]:
+                raise Replayed(f"token {jti} was used before")
+            # Taken at once only when nothing of its group is still open: its order holds.
+            # Else stored pending, and the fleet told.
+            row = await conn.fetchrow(
+                """
+                INSERT INTO inbound (message_uuid, group_key, body, received_at, state,
+                    lease_until, owner, attempts)
+                SELECT $1, $2, $3, $4,
+                    CASE WHEN taking.now THEN 'processing' ELSE 'pending' END,
+                    CASE WHEN taking.now THEN $6::float8 END,
+                    CASE WHEN taking.now THEN $7::text END,
+                    CASE WHEN taking.now THEN 1 ELSE 0 END
+                FROM (SELECT $5::bool AND NOT EXISTS (
+                    SELECT 1 FROM inbound WHERE group_key = $2
+                    AND state IN ('pending', 'processing')
+                ) AS now) AS taking
+                ON CONFLICT (message_uuid) DO NOTHING
+                RETURNING state,
+                    CASE WHEN state = 'pending' THEN pg_notify($8, 'inbox')::text END AS told
+                """,
                 message_uuid,
                 group_key,
                 body,
                 now,
-                *claim_values("processing", take if claim else None, now, self.owner),
+                take is not None and take.limit > 0,
+                None if take is None else now + take.lease_seconds,
+                self.owner,
+                CHANNEL,
             )
-            if not stored:
+            if row is None:
                 return Accepted(new=False)
-            if not claim:
-                await _notify(conn, "inbox")
+            if row["state"] != "processing":
                 return Accepted(new=True)
             stopped = await _opted_out(conn, members)
-            item = taken_inbound(message_uuid, group_key, members, state, body, now, stopped)
+            item = taken_inbound(
+                message_uuid, group_key, members, group["state"], body, now, stopped
+            )
             return Accepted(new=True, item=item)
 
     async def claim_inbound(

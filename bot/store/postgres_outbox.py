@@ -9,9 +9,9 @@ from bot.models import MessageStatus, OutboundMessage
 from bot.store import LeaseLost, OutboxEntry, OutboxItem, OutboxRecord, UsageRow
 from bot.store.common import opted_out_rejection, outbox_record, status_reason, usage_rows
 from bot.store.postgres_base import (
+    CHANNEL,
     PostgresBase,
     _insert_outbound,
-    _notify,
     _set_consent,
     _touch_group,
 )
@@ -121,24 +121,24 @@ class OutboxQueries(PostgresBase):
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", item.broadcast_id
             )
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
-            finished = await conn.fetchval(
+            # One round trip: the member's next message may go now (a retry is picked up
+            # when it is due), and whether the broadcast has anything else left to go (read
+            # before this update, so this row is left out).
+            row = await conn.fetchrow(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
-                "WHERE id = $1 AND state = 'sending' AND attempts = $2 RETURNING state",
+                "WHERE id = $1 AND state = 'sending' AND attempts = $2 "
+                f"RETURNING CASE WHEN state <> 'pending' THEN pg_notify(${len(values) + 3}, "
+                "'outbox')::text END AS notified, EXISTS (SELECT 1 FROM outbound o "
+                "WHERE o.broadcast_id = outbound.broadcast_id AND o.id <> outbound.id "
+                "AND o.state IN ('pending', 'sending')) AS left_to_go",
                 item.id,
                 item.attempts,
                 *values,
+                CHANNEL,
             )
-            if finished is None:
+            if row is None:
                 raise LeaseLost(f"outbound {item.id} was claimed again")
-            # The member's next message may go now; a retry is picked up when it is due.
-            if finished != "pending":
-                await _notify(conn, "outbox")
-            left = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM outbound WHERE broadcast_id = $1 "
-                "AND state IN ('pending', 'sending'))",
-                item.broadcast_id,
-            )
-            return not left
+            return not row["left_to_go"]
 
     async def record_status(
         self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
