@@ -5,7 +5,8 @@ stored at once and then waits in the queues, and every member waits with it. So 
 held, in two stages, and the sender (Vonage) simply sees slower answers:
 
 - while more than HIGH_WATER items wait in the store to be taken (the whole store's, so a
-  fleet's too: messages queued behind their group's, retries due, work of other processes);
+  fleet's too: messages queued behind their group's, retries due, work of other processes;
+  sampled every SAMPLE_SECONDS while webhooks arrive, not at all while none do);
 - then while the inbox has no free place (see workers.Worker.reserve_within): a webhook
   that gets one is processed at once, so what is accepted is answered promptly.
 
@@ -28,6 +29,7 @@ log = structlog.get_logger("groupbot.backlog")
 HIGH_WATER = 256  # inbound and outbound items waiting to be taken now, the whole store's
 MAX_HOLD_SECONDS = 2.0
 SAMPLE_SECONDS = 0.05
+QUIET_SECONDS = 1.0  # no webhook for this long: no more samples until the next one
 
 
 class Backlog:
@@ -37,6 +39,8 @@ class Backlog:
         self.depth = 0
         self._clear = asyncio.Event()
         self._clear.set()
+        self._arriving = asyncio.Event()  # set while webhooks arrive
+        self._last_arrival = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -50,6 +54,8 @@ class Backlog:
     async def admit(self) -> float:
         """Return when the queues have room, or after MAX_HOLD_SECONDS regardless; return
         how much of MAX_HOLD_SECONDS is left (for the wait for a place in the inbox)."""
+        self._last_arrival = time.monotonic()
+        self._arriving.set()
         if self._clear.is_set():
             return MAX_HOLD_SECONDS
         started = time.monotonic()
@@ -59,6 +65,9 @@ class Backlog:
 
     async def _sample(self) -> None:
         while True:
+            if time.monotonic() - self._last_arrival > QUIET_SECONDS:
+                self._arriving.clear()  # an idle bot does not read its store 20 times a second
+                await self._arriving.wait()
             try:
                 self.depth = sum((await self.store.waiting(time.time())).values())
             except Exception as exc:  # the store is away: /readyz says so; admit meanwhile

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot import backlog, webhooks
+from bot.store import open_store
 from tests import plugins
 from tests.conftest import Harness, inbound
 from tests.test_end_to_end import SEED, StartBot, config_with, inbound_state, processed
+from tests.test_workers import until
 
 OTHERS = ["12025550111", "12025550112"]
 HELD = 0.3  # long enough for a held webhook to be seen still waiting
@@ -68,3 +71,33 @@ async def test_a_webhook_held_longest_is_stored_and_answered_later(
     assert (await processed(bot, str(second["message_uuid"])))[0] == "done"
     accepted = await bot.api.wait_for_accepted(5)
     assert {r.body["to"] for r in accepted} == {*SEED, *OTHERS}
+
+
+async def test_the_backlog_is_sampled_only_while_webhooks_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backlog, "QUIET_SECONDS", 0.1)
+    store = await open_store("sqlite:///bot.db", root=tmp_path)
+    samples: list[float] = []
+    counted = store.waiting
+
+    async def waiting(now: float) -> dict[str, int]:
+        samples.append(now)
+        return await counted(now)
+
+    monkeypatch.setattr(store, "waiting", waiting)
+    sampler = backlog.Backlog(store)
+    sampler.start()
+    try:
+        assert await sampler.admit() == backlog.MAX_HOLD_SECONDS  # a webhook: room at once
+        await until(lambda: len(samples) >= 2)  # sampled while they arrive
+        await until(lambda: not sampler._arriving.is_set())  # then quiet
+        quiet = len(samples)
+        await asyncio.sleep(HELD)  # idle: the time under test, not a synchronisation
+        assert len(samples) == quiet
+
+        await sampler.admit()
+        await until(lambda: len(samples) > quiet)  # sampling again
+    finally:
+        await sampler.stop()
+        await store.close()
