@@ -122,15 +122,15 @@ class OutboxQueries(PostgresBase):
             )
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
             # One round trip: the member's next message may go now (a retry is picked up
-            # when it is due), and whether the broadcast has anything else left to go (read
-            # before this update, so this row is left out).
+            # when it is due), and whether the broadcast has anything left to go (this row,
+            # if it is to be retried; the others as they were before this update).
             row = await conn.fetchrow(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
                 "WHERE id = $1 AND state = 'sending' AND attempts = $2 "
                 f"RETURNING CASE WHEN state <> 'pending' THEN pg_notify(${len(values) + 3}, "
-                "'outbox')::text END AS notified, EXISTS (SELECT 1 FROM outbound o "
-                "WHERE o.broadcast_id = outbound.broadcast_id AND o.id <> outbound.id "
-                "AND o.state IN ('pending', 'sending')) AS left_to_go",
+                "'outbox')::text END AS notified, (state = 'pending' OR EXISTS (SELECT 1 "
+                "FROM outbound o WHERE o.broadcast_id = outbound.broadcast_id "
+                "AND o.id <> outbound.id AND o.state IN ('pending', 'sending'))) AS left_to_go",
                 item.id,
                 item.attempts,
                 *values,
