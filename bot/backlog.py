@@ -36,7 +36,6 @@ class Backlog:
     def __init__(self, store: Store, *, high_water: int = HIGH_WATER) -> None:
         self.store = store
         self.high_water = high_water
-        self.depth = 0
         self._clear = asyncio.Event()
         self._clear.set()
         self._arriving = asyncio.Event()  # set while webhooks arrive
@@ -69,11 +68,11 @@ class Backlog:
                 self._arriving.clear()  # an idle bot does not read its store 20 times a second
                 await self._arriving.wait()
             try:
-                self.depth = sum((await self.store.waiting(time.time())).values())
+                depth = sum((await self.store.waiting(time.time())).values())
             except Exception as exc:  # the store is away: /readyz says so; admit meanwhile
                 log.debug("backlog_unknown", error=type(exc).__name__)
-                self.depth = 0
-            if self.depth < self.high_water:
+                depth = 0
+            if depth < self.high_water:
                 self._clear.set()
             else:
                 self._clear.clear()

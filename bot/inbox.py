@@ -51,13 +51,13 @@ async def accept(
     bot_number: str,
     max_group_size: int,
     jti: str | None = None,
-    inbox: InboxWorker | None = None,
-    hold_seconds: float = 0.0,
+    inbox: InboxWorker,
+    hold_seconds: float,
 ) -> Stored:
     """Validate and durably store one inbound webhook; raise InvalidInput naming the field.
 
-    With `inbox`, the message waits (up to `hold_seconds`) for a place there, and goes
-    straight to it when it heads its group (`Stored.taken`): a busy inbox holds webhooks back.
+    The message waits (up to `hold_seconds`) for a place in `inbox`, and goes straight to it
+    when it heads its group (`Stored.taken`): a busy inbox holds webhooks back.
     """
     message = parse_inbound(body)
     if message.to != bot_number:
@@ -76,20 +76,17 @@ async def accept(
         )
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
-    reserved = 0 if inbox is None else await inbox.reserve_within(1, hold_seconds)
-    take = None if inbox is None or not reserved else Take(reserved, inbox.lease_seconds)
+    reserved = await inbox.reserve_within(1, hold_seconds)
+    take = Take(reserved, inbox.lease_seconds) if reserved else None
+
+    def took(accepted: Accepted) -> list[InboxItem]:
+        taken = accepted.item
+        return [] if taken is None else [dataclasses.replace(taken, message=message)]
+
     call = store.accept_inbound(
         uuid, group.key, group.members, body, time.time(), jti=jti, take=take
     )
-    if inbox is None:
-        accepted = await call
-    else:
-
-        def took(accepted: Accepted) -> list[InboxItem]:
-            taken = accepted.item
-            return [] if taken is None else [dataclasses.replace(taken, message=message)]
-
-        accepted = await inbox.run_taken(reserved, call, took)  # handled at once if taken
+    accepted = await inbox.run_taken(reserved, call, took)  # handled at once if taken
     log.info("inbound_stored" if accepted.new else "inbound_duplicate", members=len(group.members))
     return Stored(message, group, duplicate=not accepted.new, taken=accepted.item is not None)
 

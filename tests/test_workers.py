@@ -166,6 +166,7 @@ async def test_stored_work_nobody_announced_is_claimed_under_steady_load() -> No
     worker.start()
     await until(lambda: not worker._maybe_waiting)
     worker.stored = [99]  # e.g. a retry come due: no wake()
+    claims = worker.claims
     stop = asyncio.Event()
 
     async def producer(first: int) -> None:
@@ -180,10 +181,13 @@ async def test_stored_work_nobody_announced_is_claimed_under_steady_load() -> No
     producers = [asyncio.create_task(producer(n)) for n in range(4)]
     try:
         await until(lambda: 99 in worker.handled)
+        assert worker.claims > claims  # found by a claim, though nothing announced it
+        assert any(item != 99 for item in worker.handled)  # while the line kept coming
     finally:
         stop.set()
         await asyncio.gather(*producers)
         await worker.stop(1.0)
+    assert worker.handled.count(99) == 1
 
 
 async def test_no_place_is_given_twice_while_a_claim_is_under_way() -> None:

@@ -253,19 +253,16 @@ async def _set_consent(
     )
 
 
-async def _touch_group(conn: Conn, group_key: str, members: Sequence[str], now: float) -> str:
-    """Create or touch the group's row; return its state (JSON).
-
-    Also locks the group's row until the caller commits: a group's messages get their
-    sequence numbers in the order they commit, so no claim sees a later one first."""
-    state = await conn.fetchval(
+async def _touch_group(conn: Conn, group_key: str, members: Sequence[str], now: float) -> None:
+    # Also locks the group's row until the caller commits: a group's messages get their
+    # sequence numbers in the order they commit, so no claim sees a later one first.
+    await conn.execute(
         "INSERT INTO groups (key, members, created_at, updated_at) VALUES ($1, $2, $3, $3) "
-        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at RETURNING state",
+        "ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
         group_key,
         json.dumps(list(members)),
         now,
     )
-    return str(state)
 
 
 async def _insert_outbound(
