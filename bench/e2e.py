@@ -8,9 +8,10 @@ no rate limit, one template route answering "ping"). This process posts N signed
 ("ping <message_uuid>" from a 3-member group, a different group each) at concurrency C and
 waits until the fake API has seen 3 * N messages or the deadline passes. It prints inbound
 webhooks per second (N over the time from the first webhook sent to the last member message
-received), the webhook answer latency, the webhook-to-last-member-message latency and the bot
-process's peak RSS. With two cores or more, the bot is pinned to core 0 and this process and
-the fake API to core 1.
+received), the webhook answer latency, the webhook-to-last-member-message latency, the bot
+process's peak RSS, and its CPU time (user and system, all threads) per webhook: on a shared,
+noisy machine the steadiest figure to compare two versions by. With two cores or more, the
+bot is pinned to core 0 and this process and the fake API to core 1.
 
     .venv/bin/python bench/e2e.py [--n 3000] [--c 32]
 """
@@ -106,6 +107,7 @@ class Result:
     answer_ms: list[float]
     last_member_ms: list[float]
     peak_mb: float
+    cpu_us: float  # the bot processes' CPU time (user + system) per webhook, after readiness
 
 
 def free_port() -> int:
@@ -167,6 +169,15 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, process: Process)
             pass
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{url}: not ready after {START_SECONDS:g} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and all its threads so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_mb(pid: int) -> float:
@@ -252,6 +263,7 @@ async def run_one(
                     )
             for process, (_, port) in zip(processes, commands, strict=True):
                 await wait_ready(control, f"http://127.0.0.1:{port}/readyz", process)
+            cpu_at_start = sum(cpu_seconds(process.pid) for process in processes)
             deadline = time.monotonic() + deadline_seconds
             urls = [f"http://127.0.0.1:{port}/webhooks/inbound" for _, port in commands]
             sent, answered, statuses = await asyncio.wait_for(
@@ -266,6 +278,7 @@ async def run_one(
             async with control.get(api_url + "/records") as response:
                 dump: dict[str, Any] = await response.json()
             peak = max(peak_mb(process.pid) for process in processes)
+            cpu = sum(cpu_seconds(process.pid) for process in processes) - cpu_at_start
         finally:
             for process in processes:
                 await stop(process)
@@ -296,6 +309,7 @@ async def run_one(
         answer_ms=[(answered[i] - sent[i]) * 1000 for i in ok],
         last_member_ms=[(t - sent[i]) * 1000 for i, t in complete.items()],
         peak_mb=peak,
+        cpu_us=cpu / n * 1e6,
     )
 
 
@@ -335,7 +349,7 @@ def write_config(folder: Path, api_url: str, secret: str, storage: str | None = 
 def show(results: list[Result]) -> None:
     print(
         f"{'system':<10}{'done':>12}{'inbound/s':>11}{'answer p50':>12}{'p99 ms':>8}"
-        f"{'last member p50':>17}{'p99 ms':>8}{'peak MB':>9}"
+        f"{'last member p50':>17}{'p99 ms':>8}{'peak MB':>9}{'CPU µs/msg':>12}"
     )
     for r in results:
         done = f"{r.complete}/{r.webhooks}"
@@ -343,7 +357,7 @@ def show(results: list[Result]) -> None:
             f"{r.system:<10}{done:>12}{r.inbound_per_second:>11.1f}"
             f"{percentile(r.answer_ms, 0.5):>12.1f}{percentile(r.answer_ms, 0.99):>8.1f}"
             f"{percentile(r.last_member_ms, 0.5):>17.1f}{percentile(r.last_member_ms, 0.99):>8.1f}"
-            f"{r.peak_mb:>9.1f}"
+            f"{r.peak_mb:>9.1f}{r.cpu_us:>12.0f}"
         )
     by_name = {r.system: r for r in results}
     base, ours = by_name.get("baseline"), by_name.get("groupbot")
