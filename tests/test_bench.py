@@ -1,0 +1,36 @@
+"""bench/e2e.py, run small: the benchmark works from a fresh clone, on both stores, and every
+figure it prints is there and believable (speed itself is for the full run, not for tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 60
+
+
+def test_the_end_to_end_benchmark_runs_every_system_and_prints_every_figure() -> None:
+    command = [sys.executable, "bench/e2e.py", "--n", str(N), "--c", "8", "--postgres"]
+    run = subprocess.run(  # noqa: S603 - our own script
+        command, cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("system"))
+    assert header.endswith("peak MB  CPU µs/msg")
+    rows = {line[:10].strip(): line[10:].split() for line in lines[lines.index(header) + 1 :]}
+    for system in ("baseline", "groupbot", "pg x2"):
+        done, per_second, *latencies, peak_mb, cpu_us = rows[system]
+        assert done == f"{N}/{N}", system  # every member message of every webhook arrived
+        assert float(per_second) > 0
+        assert all(float(ms) > 0 for ms in latencies), system
+        assert 10 < float(peak_mb) < 1000, system
+        assert float(cpu_us) > 0, system
+    [ratio] = [line for line in lines if line.startswith("throughput groupbot / baseline:")]
+    assert 0 < float(ratio.rpartition(":")[2]) < 10
+    # Anything wrong (a webhook not answered 200, a message missing or to the wrong members)
+    # is printed after the table, one line a system.
+    assert not [line for line in lines if line.startswith(("baseline:", "groupbot:", "pg x2:"))]
+    assert "failed" not in run.stderr
