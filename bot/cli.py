@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,6 +26,13 @@ from bot.plugins import load_plugins
 from bot.routing import Explanation
 from bot.runtime import running
 from bot.store import OutboxRecord, open_store
+
+# CPython collects its youngest generation of container objects once allocations outrun
+# deallocations by this much (its default is 700). A busy bot has thousands of short-lived
+# ones in flight (requests, futures, models), nearly all freed by reference counting; at 700
+# it ran a collection about every 6 messages, which with the older generations' took about
+# a tenth of its CPU time (bench/RESULTS.md).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,9 +207,11 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
     def ready(_: str) -> None:  # called by aiohttp once the port is bound
         print(f"groupbot: {len(bot.router.routes)} routes, {mode}", file=sys.stderr, flush=True)
 
+    app = create_app(bot)
+    app.on_startup.append(_settle_gc)  # after the bot's own start-up (its cleanup context)
     try:
         web.run_app(
-            create_app(bot),
+            app,
             host=host,
             port=port,
             print=ready,
@@ -216,6 +226,21 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
         )
         return 1
     return 0
+
+
+async def _settle_gc(_: object) -> None:
+    settle_gc()
+
+
+def settle_gc() -> None:
+    """Garbage collection for a long-running bot, once it has started: what start-up built
+    (modules, routes, templates, models) lives as long as the process, so full collections
+    stop walking it (`gc.freeze`: about 30 ms each down to about 4), and the youngest
+    generation is collected less often (GC_YOUNG_THRESHOLD)."""
+    gc.collect()  # nothing that is already garbage is kept for good
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

@@ -1,18 +1,30 @@
 """What operators watch, in Prometheus' format at `GET /metrics` (prometheus-client).
 
 Each runtime has a registry of its own, so that several bots in one process (tests) never
-share counters.
+share counters. Beside groupbot's own, the client library's standard process and garbage
+collector metrics (`process_resident_memory_bytes`, `python_gc_collections_total`...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 
 def _registry() -> CollectorRegistry:
-    return CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
 
 
 @dataclass
