@@ -14,8 +14,9 @@ import pytest
 from bot.groups import Group
 from bot.store import Store, open_store
 from bot.store.schema import POSTGRES_MIGRATIONS
+from tests.conftest import eventually
 from tests.postgres import TemporaryPostgres
-from tests.test_store import accept, planned
+from tests.test_store import A, accept, planned
 
 NOW = 1_000_000.0
 
@@ -124,3 +125,40 @@ async def test_the_listener_reconnects_when_its_connection_is_lost(
     assert {await asyncio.wait_for(heard.get(), 10) for _ in range(2)} == {"inbox", "outbox"}
     await accept(fleet[1], "after", Group(("12025550101",)))
     assert await asyncio.wait_for(heard.get(), 5) == "inbox"
+
+
+async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
+    postgres: TemporaryPostgres, url: str, tmp_path: Path
+) -> None:
+    """asyncpg's default reset (advisory locks, cursors, LISTEN, settings) is a round trip
+    each time a unit of work gives its connection back, and the store leaves none of those
+    behind: the server's own statement log shows the units' statements and no reset."""
+    server_log = postgres.folder / "log"
+    start = server_log.stat().st_size
+    database = url.rpartition("/")[2]
+    admin = await asyncpg.connect(postgres.url())
+    try:
+        await admin.execute(f"ALTER DATABASE {database} SET log_statement = 'all'")
+    finally:
+        await admin.close()
+    store = await open_store(url, root=tmp_path)
+    try:
+        for n in range(5):
+            assert await accept(store, f"m{n}", A)
+        await store.enqueue(planned("b1", A), A.members, NOW)
+        await store.opted_out(A.members)
+    finally:
+        await store.close()
+
+    def logged() -> str:
+        with server_log.open("rb") as log:
+            log.seek(start)
+            return log.read().decode(errors="replace")
+
+    async def written() -> bool:  # the server writes its log as it goes
+        return "INSERT INTO outbound" in logged()
+
+    await eventually(written)
+    assert logged().count("INSERT INTO inbound") == 5
+    assert "pg_advisory_unlock_all" not in logged()
+    assert "RESET ALL" not in logged()
