@@ -180,6 +180,11 @@ async def test_completion_queues_messages_saves_state_and_marks_done_together(
     assert record is not None
     assert (record.state, record.route) == ("done", "ticket")
 
+    await accept(store, "a2", A)  # a handler that leaves the state alone keeps it
+    [item] = await claim_in(store)
+    await store.complete_inbound(item, now=NOW, route=None, outbound=[], state=None)
+    assert await store.load_state(A.key) == {"n": 1}
+
 
 async def test_outbox_claims_one_message_in_flight_per_member(store: Store) -> None:
     await store.enqueue(planned("b-1", A, "first"), A.members, NOW)

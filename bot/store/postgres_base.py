@@ -282,20 +282,24 @@ async def _insert_outbound(
     take: Take | None = None,
     owner: str = "",
     origin_at: float | None = None,
+    busy: set[tuple[str, str]] | None = None,
 ) -> list[OutboxItem]:
     """Queue `outbound`; with `take`, claim for `owner` the entries next in line (see heads)
     and return them. The caller holds the lock of every group concerned (see _touch_group),
-    so what is open for a member cannot change under it."""
+    so what is open for a member cannot change under it; `busy`, the (group key, recipient)
+    pairs open, when the caller read them under that lock already."""
     if not outbound:
         return []
     taken: set[int] = set()
     if take is not None and take.limit > 0:
-        busy = await conn.fetch(
-            "SELECT group_key, recipient FROM outbound WHERE group_key = ANY($1) "
-            "AND state IN ('pending', 'sending')",
-            sorted({entry.group_key for entry in outbound}),
-        )
-        taken = heads(outbound, {(row[0], row[1]) for row in busy}, take.limit)
+        if busy is None:
+            open_rows = await conn.fetch(
+                "SELECT group_key, recipient FROM outbound WHERE group_key = ANY($1) "
+                "AND state IN ('pending', 'sending')",
+                sorted({entry.group_key for entry in outbound}),
+            )
+            busy = {(row[0], row[1]) for row in open_rows}
+        taken = heads(outbound, busy, take.limit)
     rows = outbound_rows(outbound, now, taken=taken, take=take, owner=owner)
     if len(taken) < len(outbound):  # others of the fleet may claim the rest
         await _notify(conn, "outbox")

@@ -80,7 +80,8 @@ class InboxQueries(PostgresBase):
                 ) AS now) AS taking
                 ON CONFLICT (message_uuid) DO NOTHING
                 RETURNING state,
-                    CASE WHEN state = 'pending' THEN pg_notify($8, 'inbox')::text END AS told
+                    CASE WHEN state = 'pending' THEN pg_notify($8, 'inbox')::text END AS told,
+                    ARRAY(SELECT number FROM opt_outs WHERE number = ANY($9)) AS stopped
                 """,
                 message_uuid,
                 group_key,
@@ -90,12 +91,13 @@ class InboxQueries(PostgresBase):
                 None if take is None else now + take.lease_seconds,
                 self.owner,
                 CHANNEL,
+                list(members),
             )
             if row is None:
                 return Accepted(new=False)
             if row["state"] != "processing":
                 return Accepted(new=True)
-            stopped = await _opted_out(conn, members)
+            stopped = frozenset(row["stopped"])  # who of the group sent STOP, for the handler
             item = taken_inbound(
                 message_uuid, group_key, members, group["state"], body, now, stopped
             )
@@ -176,34 +178,57 @@ class InboxQueries(PostgresBase):
         take: Take | None = None,
     ) -> list[OutboxItem]:
         async with self._transaction() as conn:
-            # The group's row first, as enqueue does: outbound ids of one group are given in
-            # the order they commit, so no member's later message is claimed first.
-            await conn.execute("SELECT 1 FROM groups WHERE key = $1 FOR UPDATE", item.group_key)
+            # The group's row first, its state saved and the row locked until the commit, as
+            # enqueue locks it: outbound ids of one group are given in the order they commit,
+            # so no member's later message is claimed first.
+            await conn.execute(
+                "UPDATE groups SET state = COALESCE($1, state), "
+                "updated_at = CASE WHEN $1::text IS NULL THEN updated_at ELSE $2 END "
+                "WHERE key = $3",
+                state,
+                now,
+                item.group_key,
+            )
             # Fenced by the attempt: if our lease ran out and another claim took the message
-            # over, this outcome is stale and nothing of it is written.
-            done = await conn.fetchval(
-                "UPDATE inbound SET state = $1, route = $2, error = $3, processed_at = $4, "
-                "lease_until = NULL WHERE message_uuid = $5 AND state = 'processing' "
-                "AND attempts = $6 RETURNING true",
+            # over, this outcome is stale and nothing of it is written. In the same round
+            # trip, what is open in its members' queues (see _insert_outbound).
+            row = await conn.fetchrow(
+                """
+                WITH done AS (
+                    UPDATE inbound SET state = $1, route = $2, error = $3, processed_at = $4,
+                        lease_until = NULL
+                    WHERE message_uuid = $5 AND state = 'processing' AND attempts = $6
+                    RETURNING true
+                )
+                SELECT EXISTS (SELECT 1 FROM done) AS done, open.groups, open.recipients
+                FROM (
+                    SELECT array_agg(group_key) AS groups, array_agg(recipient) AS recipients
+                    FROM outbound WHERE $7 AND group_key = ANY($8)
+                    AND state IN ('pending', 'sending')
+                ) AS open
+                """,
                 "failed" if error else "done",
                 route,
                 error,
                 now,
                 item.message_uuid,
                 item.attempts,
+                take is not None and take.limit > 0,
+                sorted({entry.group_key for entry in outbound}),
             )
-            if not done:
+            assert row is not None
+            if not row["done"]:
                 raise LeaseLost(f"inbound {item.message_uuid} was claimed again")
+            busy = set(zip(row["groups"] or (), row["recipients"] or (), strict=True))
             taken = await _insert_outbound(
-                conn, outbound, now, take=take, owner=self.owner, origin_at=item.received_at
+                conn,
+                outbound,
+                now,
+                take=take,
+                owner=self.owner,
+                origin_at=item.received_at,
+                busy=busy,
             )
-            if state is not None:
-                await conn.execute(
-                    "UPDATE groups SET state = $1, updated_at = $2 WHERE key = $3",
-                    state,
-                    now,
-                    item.group_key,
-                )
             if consent is not None:
                 number, subscribed = consent
                 await _set_consent(conn, number, subscribed, now, source="keyword")
