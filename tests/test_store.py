@@ -200,6 +200,20 @@ async def test_outbox_claims_one_message_in_flight_per_member(store: Store) -> N
     assert next_one.message.to == A.members[0]
 
 
+async def test_of_a_broadcasts_outcomes_recorded_at_once_exactly_one_is_its_end(
+    store: Store,
+) -> None:
+    await store.enqueue(planned("b-1", A), A.members, NOW)
+    sending = await claim_out(store)
+    assert len(sending) == 3
+
+    ends = await asyncio.gather(
+        *(store.record_sent(item, f"uuid-{item.message.to}", NOW) for item in sending)
+    )
+
+    assert sorted(ends) == [False, False, True]
+
+
 async def test_retry_waits_until_due_and_keeps_member_order(store: Store) -> None:
     await store.enqueue(planned("b-1", B, "first"), B.members, NOW)
     await store.enqueue(planned("b-2", B, "second"), B.members, NOW)

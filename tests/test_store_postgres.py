@@ -93,14 +93,23 @@ async def test_processes_are_woken_by_what_another_one_stores(fleet: list[Store]
     await fleet[2].enqueue(planned("b-1", group), group.members, NOW)
     assert await asyncio.wait_for(heard.get(), 5) == "outbox"
 
-    # A member's message sent: the next one for that member may go now. A retry is not
-    # announced (it is picked up when it is due).
+    await fleet[2].enqueue(planned("b-2", group), group.members, NOW)  # behind b-1
+    assert await asyncio.wait_for(heard.get(), 5) == "outbox"
+
+    # A member's message sent, with another waiting behind it: that one may go now, and the
+    # fleet is told. A retry is not announced (it is picked up when it is due), nor a send
+    # with nothing behind it (no one has anything new to claim).
     first, second = await fleet[2].claim_outbound(10, NOW, 60, 8)
     await fleet[2].record_retry(first, "HTTP 500", NOW + 60)
     await accept(fleet[1], "m2", Group(("12025550103",)))  # a marker: heard next, nothing before
     assert await asyncio.wait_for(heard.get(), 5) == "inbox"
     assert await fleet[2].record_sent(second, "uuid-2", NOW) is False  # the retry is left
     assert await asyncio.wait_for(heard.get(), 5) == "outbox"
+    [last] = await fleet[2].claim_outbound(10, NOW, 60, 8)  # b-2 for the second member
+    assert last.message.to == second.message.to
+    await fleet[2].record_sent(last, "uuid-3", NOW)
+    await accept(fleet[1], "m3", Group(("12025550104",)))
+    assert await asyncio.wait_for(heard.get(), 5) == "inbox"  # the marker: nothing before it
 
 
 async def test_the_listener_reconnects_when_its_connection_is_lost(

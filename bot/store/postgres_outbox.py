@@ -121,13 +121,17 @@ class OutboxQueries(PostgresBase):
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", item.broadcast_id
             )
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
-            # One round trip: the member's next message may go now (a retry is picked up
-            # when it is due), and whether the broadcast has anything left to go (this row,
-            # if it is to be retried; the others as they were before this update).
+            # One round trip: if the member has a message waiting behind this one, it may go
+            # now, and the fleet is told (a retry is picked up when it is due; a message
+            # queued meanwhile was announced by whoever queued it); and whether the
+            # broadcast has anything left to go (this row, if it is to be retried; the others
+            # as they were before this update).
             row = await conn.fetchrow(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
                 "WHERE id = $1 AND state = 'sending' AND attempts = $2 "
-                f"RETURNING CASE WHEN state <> 'pending' THEN pg_notify(${len(values) + 3}, "
+                "RETURNING CASE WHEN state <> 'pending' AND EXISTS (SELECT 1 FROM outbound n "
+                "WHERE n.group_key = outbound.group_key AND n.recipient = outbound.recipient "
+                f"AND n.state = 'pending') THEN pg_notify(${len(values) + 3}, "
                 "'outbox')::text END AS notified, (state = 'pending' OR EXISTS (SELECT 1 "
                 "FROM outbound o WHERE o.broadcast_id = outbound.broadcast_id "
                 "AND o.id <> outbound.id AND o.state IN ('pending', 'sending'))) AS left_to_go",
