@@ -30,9 +30,10 @@ from bot.store import (
     entries,
     open_store,
 )
+from bot.store.common import KeyedLocks
 from bot.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from bot.store.sqlite import SqliteStore
-from tests.conftest import BOT_NUMBER, DATA
+from tests.conftest import BOT_NUMBER, DATA, eventually
 from tests.postgres import TemporaryPostgres
 
 A = Group(("11234567891", "11234567892", "11234567893"))
@@ -681,3 +682,29 @@ async def test_a_webhook_token_is_accepted_once(store: Store) -> None:
 
     assert await store.inbound("m2") is None
     assert [key for key, _ in await store.groups()] == [A.key]  # the replay left no trace
+
+
+async def test_keyed_locks_serialise_one_key_not_others_and_forget_keys_no_one_holds() -> None:
+    locks = KeyedLocks()
+    events: list[str] = []
+    go_on = asyncio.Event()
+
+    async def hold(key: str, name: str) -> None:
+        async with locks.hold(key):
+            events.append(f"{name} in")
+            await go_on.wait()
+            events.append(f"{name} out")
+
+    who = (("b", "b1"), ("b", "b2"), ("c", "c1"))
+    holders = [asyncio.create_task(hold(key, name)) for key, name in who]
+
+    async def first_ones_in() -> bool:
+        return {"b1 in", "c1 in"} <= set(events)
+
+    await eventually(first_ones_in)
+    assert "b2 in" not in events  # behind b1, on the same key
+    assert len(locks) == 2
+    go_on.set()
+    await asyncio.gather(*holders)
+    assert events.index("b1 out") < events.index("b2 in")
+    assert len(locks) == 0

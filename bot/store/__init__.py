@@ -264,7 +264,9 @@ class Store(Protocol):
         ...
 
     async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> bool:
-        """True when it was the last of its broadcast still to go. Each record_* raises
+        """True when it was the last of its broadcast still to go: of outcomes recorded at
+        once by one process, exactly one (on PostgreSQL, two processes recording a
+        broadcast's last two at the same instant may both see False). Each record_* raises
         LeaseLost (writing nothing) if the item was claimed again."""
         ...
 

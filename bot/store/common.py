@@ -3,11 +3,14 @@ how a group's state and a stored message read back, and how usage adds up."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import os
 import socket
-from collections.abc import Collection, Iterable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +31,29 @@ class Row(Protocol):
     """A result row by column name: sqlite3.Row and asyncpg.Record both are."""
 
     def __getitem__(self, key: str) -> Any: ...
+
+
+class KeyedLocks:
+    """One asyncio lock a key, kept only while someone holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: Counter[str] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 TOKEN_KEEP_SECONDS = 24 * 3600.0  # a signed webhook's jti is remembered this long

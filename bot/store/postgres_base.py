@@ -25,6 +25,7 @@ from bot.store.common import (
     OUTBOUND_COLUMNS,
     TOKEN_KEEP_SECONDS,
     TOKEN_PRUNE_EVERY,
+    KeyedLocks,
     dead_owners,
     heads,
     outbound_rows,
@@ -61,6 +62,7 @@ class PostgresBase:
         self._pool = pool
         self._dsn = dsn
         self._tokens_seen = 0
+        self._finishing = KeyedLocks()  # broadcasts whose outcomes are being recorded
         self._listener: asyncio.Task[None] | None = None
         self.owner = this_process()  # who holds a claim; see release_orphans
 

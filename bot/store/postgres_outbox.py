@@ -114,14 +114,14 @@ class OutboxQueries(PostgresBase):
         self, item: OutboxItem, assignments: str, values: tuple[object, ...]
     ) -> bool:
         """Record an attempt's outcome; True when its broadcast has nothing left to go."""
-        async with self._transaction() as conn:
-            # One broadcast's outcomes are recorded one at a time, so that of two members'
-            # last messages finishing together in two processes, one sees the other's.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", item.broadcast_id
-            )
+        # One statement, its own transaction: one round trip. A broadcast's outcomes are
+        # recorded one at a time in this process, so that of its last messages, sent
+        # together by the process that took them, the last recorded sees the others. (Two
+        # processes recording a broadcast's last two at the same instant may each miss the
+        # other's: one observation of groupbot_webhook_to_last_member_seconds is lost.)
+        async with self._finishing.hold(item.broadcast_id), self._reading() as conn:
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
-            # One round trip: if the member has a message waiting behind this one, it may go
+            # And: if the member has a message waiting behind this one, it may go
             # now, and the fleet is told (a retry is picked up when it is due; a message
             # queued meanwhile was announced by whoever queued it); and whether the
             # broadcast has anything left to go (this row, if it is to be retried; the others
@@ -140,9 +140,9 @@ class OutboxQueries(PostgresBase):
                 *values,
                 CHANNEL,
             )
-            if row is None:
-                raise LeaseLost(f"outbound {item.id} was claimed again")
-            return not row["left_to_go"]
+        if row is None:
+            raise LeaseLost(f"outbound {item.id} was claimed again")
+        return not row["left_to_go"]
 
     async def record_status(
         self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
