@@ -10,8 +10,9 @@ waits until the fake API has seen 3 * N messages or the deadline passes. It prin
 webhooks per second (N over the time from the first webhook sent to the last member message
 received), the webhook answer latency, the webhook-to-last-member-message latency, the bot
 process's peak RSS, and its CPU time (user and system, all threads) per webhook: on a shared,
-noisy machine the steadiest figure to compare two versions by. With two cores or more, the
-bot is pinned to core 0 and this process and the fake API to core 1.
+noisy machine the steadiest figure to compare two versions by (with --postgres, that of the
+two bot processes: the server's own is not counted). With two cores or more, the bot is
+pinned to core 0 and this process and the fake API to core 1.
 
     .venv/bin/python bench/e2e.py [--n 3000] [--c 32]
 """

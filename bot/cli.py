@@ -238,6 +238,9 @@ def settle_gc() -> None:
     stop walking it (`gc.freeze`: about 30 ms each down to about 4), and the youngest
     generation is collected less often (GC_YOUNG_THRESHOLD)."""
     gc.collect()  # nothing that is already garbage is kept for good
+    # What start-up built and is dropped later (a pooled connection replaced, say) is never
+    # collected if it is in a cycle: a leak of that once, against every full collection
+    # walking all of it for as long as the process runs.
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)

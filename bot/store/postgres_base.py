@@ -54,7 +54,9 @@ async def _keep_session(_: asyncpg.Connection[asyncpg.Record]) -> None:
     work, and the store leaves none of those behind: its advisory locks are the
     transaction's own, it declares no cursor and sets nothing, and it listens on a
     connection of its own, outside the pool. asyncpg still rolls back a transaction left
-    open."""
+    open. The rule that keeps this true: nothing may change a pooled connection's session
+    (`SET`, a session advisory lock, `LISTEN`, a cursor or temporary table outliving its
+    transaction), or it leaks to whoever takes the connection next."""
 
 
 class PostgresBase:

@@ -180,7 +180,9 @@ class InboxQueries(PostgresBase):
         async with self._transaction() as conn:
             # The group's row first, its state saved and the row locked until the commit, as
             # enqueue locks it: outbound ids of one group are given in the order they commit,
-            # so no member's later message is claimed first.
+            # so no member's later message is claimed first. (An UPDATE that changes no key
+            # takes FOR NO KEY UPDATE, which conflicts with the locks that order relies on:
+            # the upserts of accept and enqueue, and another completion.)
             await conn.execute(
                 "UPDATE groups SET state = COALESCE($1, state), "
                 "updated_at = CASE WHEN $1::text IS NULL THEN updated_at ELSE $2 END "

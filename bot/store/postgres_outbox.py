@@ -121,11 +121,14 @@ class OutboxQueries(PostgresBase):
         # other's: one observation of groupbot_webhook_to_last_member_seconds is lost.)
         async with self._finishing.hold(item.broadcast_id), self._reading() as conn:
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
-            # And: if the member has a message waiting behind this one, it may go
-            # now, and the fleet is told (a retry is picked up when it is due; a message
-            # queued meanwhile was announced by whoever queued it); and whether the
+            # And: if the member has a message waiting behind this one, it may go now, and
+            # the fleet is told (a retry is picked up when it is due); and whether the
             # broadcast has anything left to go (this row, if it is to be retried; the others
-            # as they were before this update).
+            # as they were before this update). A message queued behind this one by another
+            # process while this statement runs is not seen here; whoever queued it told the
+            # fleet, and a process whose claim came too early (this row still sending) finds
+            # it at its next claim: when one of its places frees up, at the latest at its
+            # poll (worker.poll_seconds, 1 s).
             row = await conn.fetchrow(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
                 "WHERE id = $1 AND state = 'sending' AND attempts = $2 "
