@@ -21,12 +21,12 @@ class PostgresStore(InboxQueries, OutboxQueries):
     """The Store protocol on PostgreSQL, for any number of processes on one database."""
 
     async def groups(self) -> list[tuple[str, tuple[str, ...]]]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch("SELECT key, members FROM groups ORDER BY updated_at DESC")
         return [(row["key"], tuple(json.loads(row["members"]))) for row in rows]
 
     async def conversation(self, group_key: str) -> list[ThreadEntry]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             inbound = await conn.fetch(
                 "SELECT body, received_at, state FROM inbound WHERE group_key = $1", group_key
             )

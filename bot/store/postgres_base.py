@@ -95,7 +95,7 @@ class PostgresBase:
                 log.info("schema_migrated", version=number)
 
     async def schema_version(self) -> int:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             return int(await conn.fetchval("SELECT MAX(version) FROM schema_migrations"))
 
     @asynccontextmanager
@@ -104,7 +104,8 @@ class PostgresBase:
             yield conn
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[Conn]:
+    async def _connection(self) -> AsyncIterator[Conn]:
+        """A connection outside any transaction: each statement is a transaction of its own."""
         async with self._pool.acquire() as conn:
             yield conn
 
@@ -158,7 +159,7 @@ class PostgresBase:
     async def release_orphans(self) -> int:
         """Free at once the claims of this host's processes that are gone (killed, crashed),
         instead of waiting for their leases to run out; return how many were freed."""
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT DISTINCT owner FROM inbound WHERE state = 'processing' "
                 "UNION SELECT DISTINCT owner FROM outbound WHERE state = 'sending'"

@@ -239,16 +239,16 @@ class InboxQueries(PostgresBase):
         return taken
 
     async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             return await _opted_out(conn, numbers)
 
     async def load_state(self, group_key: str) -> dict[str, Any]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             text = await conn.fetchval("SELECT state FROM groups WHERE key = $1", group_key)
         return group_state(text) if text is not None else {}
 
     async def inbound(self, message_uuid: str) -> InboundRecord | None:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT message_uuid, group_key, state, route, error, attempts FROM inbound "
                 "WHERE message_uuid = $1",

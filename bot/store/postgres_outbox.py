@@ -119,7 +119,7 @@ class OutboxQueries(PostgresBase):
         # together by the process that took them, the last recorded sees the others. (Two
         # processes recording a broadcast's last two at the same instant may each miss the
         # other's: one observation of groupbot_webhook_to_last_member_seconds is lost.)
-        async with self._finishing.hold(item.broadcast_id), self._reading() as conn:
+        async with self._finishing.hold(item.broadcast_id), self._connection() as conn:
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
             # And: if the member has a message waiting behind this one, it may go now, and
             # the fleet is told (a retry is picked up when it is due); and whether the
@@ -194,7 +194,7 @@ class OutboxQueries(PostgresBase):
             return bool(matched)
 
     async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT id, broadcast_id, recipient, state, attempts, message_uuid, error, "
                 "status, status_error, body FROM outbound WHERE broadcast_id = $1 ORDER BY id",
@@ -203,7 +203,7 @@ class OutboxQueries(PostgresBase):
         return [outbox_record(row) for row in rows]
 
     async def usage(self, since: float) -> list[UsageRow]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT to_char(to_timestamp(sent_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, "
                 "group_key, price, currency FROM outbound WHERE state = 'sent' "
@@ -213,7 +213,7 @@ class OutboxQueries(PostgresBase):
         return usage_rows(rows)
 
     async def queued_since(self, group_key: str, since: float) -> int:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             count = await conn.fetchval(
                 "SELECT count(*) FROM outbound WHERE group_key = $1 AND created_at >= $2 "
                 "AND state != 'failed'",
@@ -223,7 +223,7 @@ class OutboxQueries(PostgresBase):
         return int(count)
 
     async def depths(self) -> dict[str, int]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM inbound WHERE state IN ('pending', 'processing')),"
                 " (SELECT count(*) FROM outbound WHERE state IN ('pending', 'sending'))"
@@ -232,7 +232,7 @@ class OutboxQueries(PostgresBase):
         return {"inbox": int(row[0]), "outbox": int(row[1])}
 
     async def oldest(self, now: float) -> dict[str, float]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT (SELECT MIN(received_at) FROM inbound WHERE state = 'pending'),"
                 " (SELECT MIN(created_at) FROM outbound WHERE state = 'pending'"
@@ -244,7 +244,7 @@ class OutboxQueries(PostgresBase):
         return {queue: float(at) for queue, at in found.items() if at is not None}
 
     async def waiting(self, now: float) -> dict[str, int]:
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM inbound WHERE state = 'pending') AS inbox, "
                 "(SELECT count(*) FROM outbound WHERE state = 'pending' "
@@ -256,7 +256,7 @@ class OutboxQueries(PostgresBase):
 
     async def next_due(self) -> float | None:
         # Only the head of each member's queue can be due: the messages behind it wait for it.
-        async with self._reading() as conn:
+        async with self._connection() as conn:
             due = await conn.fetchval(
                 """
                 SELECT MIN(o.next_attempt_at) FROM outbound o
