@@ -9,6 +9,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 from bot.config import LogSettings
@@ -51,7 +52,17 @@ def configure(settings: LogSettings) -> None:
     ]
     if settings.mask_numbers:
         processors.append(mask_numbers)
-    if json:
+    factory: Any = structlog.PrintLoggerFactory(sys.stderr)
+    if json and (stream := getattr(sys.stderr, "buffer", None)) is not None:
+        # orjson and bytes straight to stderr, as structlog advises for speed: at the
+        # default level a bot writes several lines a message (bench/RESULTS.md).
+        processors.append(
+            structlog.processors.JSONRenderer(
+                serializer=orjson.dumps, option=orjson.OPT_NON_STR_KEYS
+            )
+        )
+        factory = structlog.BytesLoggerFactory(stream)
+    elif json:
         processors.append(structlog.processors.JSONRenderer(ensure_ascii=False))
     else:
         processors.append(structlog.dev.ConsoleRenderer())
@@ -60,6 +71,6 @@ def configure(settings: LogSettings) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[settings.level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import sys
+
 import pytest
 import structlog
 
@@ -58,3 +62,35 @@ def test_numbers_in_a_traceback_are_masked_in_json_logs(capsys: pytest.CaptureFi
     line = capsys.readouterr().err
     assert "ValueError: no route for •••••••0123" in line
     assert "14155550123" not in line
+
+
+def test_json_lines_keep_non_ascii_and_any_key(capsys: pytest.CaptureFixture[str]) -> None:
+    configure(LogSettings(format="json"))  # bytes straight to stderr's buffer (orjson)
+    try:
+        structlog.get_logger("test").warning("odd", text="ça va •", counts={1: "one"})
+    finally:
+        structlog.reset_defaults()
+
+    line = capsys.readouterr().err
+    assert json.loads(line)["text"] == "ça va •"
+    assert "ça va •" in line  # written as is, not \\u-escaped
+    assert json.loads(line)["counts"] == {"1": "one"}
+
+
+def test_json_lines_go_to_a_stderr_without_a_byte_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()  # an embedding application's stand-in for stderr
+    monkeypatch.setattr(sys, "stderr", stream)
+    configure(LogSettings(format="json"))
+    try:
+        structlog.get_logger("test").warning("seen", to="14155550123")
+    finally:
+        structlog.reset_defaults()
+
+    assert json.loads(stream.getvalue()) | {"timestamp": "-"} == {
+        "to": "•••••••0123",
+        "event": "seen",
+        "level": "warning",
+        "timestamp": "-",
+    }
