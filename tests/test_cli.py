@@ -477,12 +477,12 @@ def test_run_serves_on_uvloop_where_it_installs() -> None:
         loop.close()
 
 
+YOUNG_COLLECTIONS = 'python_gc_collections_total{generation="0"}'
+
+
 def young_collections(metrics: str) -> float:
     [line] = [m for m in metrics.splitlines() if m.startswith(YOUNG_COLLECTIONS)]
     return float(line.rpartition(" ")[2])
-
-
-YOUNG_COLLECTIONS = 'python_gc_collections_total{generation="0"}'
 
 
 async def test_run_collects_garbage_seldom_under_load(
