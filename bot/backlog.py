@@ -53,14 +53,13 @@ class Backlog:
     async def admit(self) -> float:
         """Return when the queues have room, or after MAX_HOLD_SECONDS regardless; return
         how much of MAX_HOLD_SECONDS is left (for the wait for a place in the inbox)."""
-        self._last_arrival = time.monotonic()
+        self._last_arrival = arrived = time.monotonic()
         self._arriving.set()
         if self._clear.is_set():
             return MAX_HOLD_SECONDS
-        started = time.monotonic()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._clear.wait(), MAX_HOLD_SECONDS)
-        return max(0.0, MAX_HOLD_SECONDS - (time.monotonic() - started))
+        return max(0.0, MAX_HOLD_SECONDS - (time.monotonic() - arrived))
 
     async def _sample(self) -> None:
         while True:

@@ -77,7 +77,7 @@ async def accept(
     uuid = str(message.message_uuid)
     structlog.contextvars.bind_contextvars(message_uuid=uuid, group=group.key)
     reserved = await inbox.reserve_within(1, hold_seconds)
-    take = Take(reserved, inbox.lease_seconds) if reserved else None
+    take = Take.up_to(reserved, inbox.lease_seconds)
 
     def took(accepted: Accepted) -> list[InboxItem]:
         taken = accepted.item
@@ -171,7 +171,7 @@ class InboxWorker(Worker[InboxItem]):
         outbox = self.outbox
         # Sent straight from here when the outbox has room soon enough; else from the store.
         reserved = await outbox.reserve_within(len(queued), ANSWER_WAIT_SECONDS)
-        take = Take(reserved, outbox.lease_seconds) if reserved else None
+        take = Take.up_to(reserved, outbox.lease_seconds)
         call = self.store.complete_inbound(
             item,
             now=time.time(),

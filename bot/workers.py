@@ -174,9 +174,9 @@ class Worker(ABC, Generic[T]):
             granted = min(wanted, self._free())
             if granted < wanted and (self._tasks or self._reserved):
                 return  # not yet; when more finish (all of them, for more than concurrency)
-            self._line.popleft()
-            self._reserved += max(0, granted)
-            waiter.set_result(max(0, granted))
+            self._line.popleft()  # granted >= 1: all wanted, or what is free with nothing held
+            self._reserved += granted
+            waiter.set_result(granted)
 
     def _start(self, item: T) -> None:
         task = asyncio.create_task(self._handle(item))

@@ -35,8 +35,13 @@ async def test_counters_follow_inbound_routing_and_sends(start_bot: StartBot) ->
     await bot.api.wait_for_accepted(3)
 
     async def settled() -> bool:
+        # A send is counted before its outcome is stored; the broadcast's end is observed
+        # once the last outcome is.
         values = await scrape(bot)
-        return values.get(("groupbot_outbound_total", (("result", "sent"),))) == 3.0
+        return (
+            values.get(("groupbot_outbound_total", (("result", "sent"),))) == 3.0
+            and values.get(("groupbot_webhook_to_last_member_seconds_count", ()), 0.0) >= 1.0
+        )
 
     await eventually(settled)
     values = await scrape(bot)

@@ -712,3 +712,10 @@ async def test_keyed_locks_serialise_one_key_not_others_and_forget_keys_no_one_h
     await asyncio.gather(*holders)
     assert events.index("b1 out") < events.index("b2 in")
     assert len(locks) == 0
+
+
+def test_a_take_is_of_one_item_at_least_and_none_without_room() -> None:
+    assert Take.up_to(3, 60) == Take(3, 60)
+    assert Take.up_to(0, 60) is None  # stored for a claim instead
+    with pytest.raises(ValueError, match=r"Take\.limit: expected at least 1, got 0"):
+        Take(0, 60)

@@ -62,6 +62,15 @@ class Take:
     limit: int
     lease_seconds: float
 
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"Take.limit: expected at least 1, got {self.limit}")
+
+    @classmethod
+    def up_to(cls, limit: int, lease_seconds: float) -> Take | None:
+        """Take up to `limit` items; None (store them for a claim) when there is no room."""
+        return cls(limit, lease_seconds) if limit > 0 else None
+
 
 @dataclass(frozen=True)
 class Accepted:

@@ -296,7 +296,7 @@ async def _insert_outbound(
     if not outbound:
         return []
     taken: set[int] = set()
-    if take is not None and take.limit > 0:
+    if take is not None:
         if busy is None:
             open_rows = await conn.fetch(
                 "SELECT group_key, recipient FROM outbound WHERE group_key = ANY($1) "

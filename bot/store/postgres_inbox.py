@@ -87,7 +87,7 @@ class InboxQueries(PostgresBase):
                 group_key,
                 body,
                 now,
-                take is not None and take.limit > 0,
+                take is not None,
                 None if take is None else now + take.lease_seconds,
                 self.owner,
                 CHANNEL,
@@ -215,7 +215,7 @@ class InboxQueries(PostgresBase):
                 now,
                 item.message_uuid,
                 item.attempts,
-                take is not None and take.limit > 0,
+                take is not None,
                 sorted({entry.group_key for entry in outbound}),
             )
             assert row is not None

@@ -358,7 +358,7 @@ def _insert_outbound(
     """Queue `outbound`; with `take`, claim for `owner` the entries next in line (see heads)
     and return them."""
     taken: set[int] = set()
-    if take is not None and take.limit > 0 and outbound:
+    if take is not None and outbound:
         groups = sorted({entry.group_key for entry in outbound})
         busy = db.execute(
             "SELECT group_key, recipient FROM outbound INDEXED BY outbound_open "  # noqa: S608

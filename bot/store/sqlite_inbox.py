@@ -46,7 +46,6 @@ class InboxQueries(SqliteBase):
             # holds, as it would for a claim.
             claim = (
                 take is not None
-                and take.limit > 0
                 and db.execute(
                     "SELECT 1 FROM inbound INDEXED BY inbound_open WHERE group_key = ? "
                     "AND state IN ('pending', 'processing') LIMIT 1",
