@@ -143,9 +143,6 @@ class InboxWorker(Worker[InboxItem]):
     async def claim(self, limit: int) -> list[InboxItem]:
         return await self.store.claim_inbound(limit, time.time(), self.lease_seconds, MAX_ATTEMPTS)
 
-    async def waiting(self) -> bool:
-        return (await self.store.waiting(time.time()))["inbox"] > 0
-
     async def handle(self, item: InboxItem) -> None:
         structlog.contextvars.bind_contextvars(message_uuid=item.message_uuid, group=item.group_key)
         started = time.perf_counter()

@@ -103,9 +103,6 @@ class OutboxWorker(Worker[OutboxItem]):
             return False  # booked far enough ahead: the rest waits in the store, as claims do
         return super().taking()
 
-    async def waiting(self) -> bool:
-        return (await self.store.waiting(time.time()))["outbox"] > 0
-
     async def _claim(self, limit: int) -> list[OutboxItem]:
         return await self.store.claim_outbound(
             limit,

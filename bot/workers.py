@@ -9,8 +9,8 @@ takes it for this process as it stores it (see store.Take), so that it goes stra
 in line; that wait is what holds a webhook back while the process is busy (backpressure).
 
 The loop claims only while something may be waiting in the store (`wake()` says so, or the
-poll comes round), and stops once the store shows nothing waiting. While it may, stored work
-has first pick of the places that free up, and the line gets the rest: older work first.
+poll comes round), and stops once a claim finds nothing. While it may, stored work has first
+pick of the places that free up, and the line gets the rest: older work first.
 """
 
 from __future__ import annotations
@@ -59,11 +59,6 @@ class Worker(ABC, Generic[T]):
 
     @abstractmethod
     async def handle(self, item: T) -> None: ...
-
-    @abstractmethod
-    async def waiting(self) -> bool:
-        """Whether the store holds work this worker could claim now, or once the work ahead
-        of it in its queue is done."""
 
     async def idle_seconds(self) -> float:
         """How long to sleep when nothing was claimed, unless woken first."""
@@ -231,8 +226,11 @@ class Worker(ABC, Generic[T]):
             # There may be more where these came from: claim again until a claim comes back
             # empty (a rate-limited claim takes one at a time, and must not wait for it).
             return 0
-        if not await self.waiting() and told == self._told:
-            self._maybe_waiting = False  # unless a wake() came meanwhile
+        if told == self._told:
+            # Nothing to claim, and no wake() came meanwhile. Work stored behind work in
+            # progress (a group's next message) is not claimed until it may go: the store
+            # says when (Store.listen), rather than every freed place asking.
+            self._maybe_waiting = False
         idle = max(MIN_IDLE_SECONDS, await self.idle_seconds())
         self._next_due = time.monotonic() + idle
         return idle

@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
+from bot.store import InboxItem
 from tests import plugins
-from tests.conftest import Harness, inbound
+from tests.conftest import Harness, eventually, inbound
 from tests.test_end_to_end import config_with, processed
 
 StartBot = Callable[..., Awaitable[Harness]]
@@ -91,6 +92,46 @@ async def test_a_slow_group_does_not_hold_up_another_group(start_bot: StartBot) 
     plugins.gate.set()
     later = (await bot.api.wait_for_accepted(2 + 6))[2:]
     assert [r.body["text"] for r in later if r.body["to"] == GROUP_A[2]] == [
+        "done waiting",
+        "echo: ping",
+    ]
+
+
+async def test_a_message_behind_a_slow_one_goes_on_the_store_s_word_with_no_claims_meanwhile(
+    start_bot: StartBot,
+) -> None:
+    plugins.gate = asyncio.Event()
+    bot = await start_bot(config_with(SLOW, ECHO))
+    inbox = bot.runtime.inbox
+    inbox.poll_seconds = 3600.0  # no poll comes round: only a wake() moves the worker
+    inbox.wake()
+
+    async def settled() -> bool:
+        return not inbox._maybe_waiting
+
+    await eventually(settled)
+    claims = 0
+    claim = inbox.claim
+
+    async def counted(limit: int) -> list[InboxItem]:
+        nonlocal claims
+        claims += 1
+        return await claim(limit)
+
+    inbox.claim = counted  # type: ignore[method-assign]
+    await bot.post_inbound(inbound(GROUP_A[0], "wait", GROUP_A[1:]))
+    behind = inbound(GROUP_A[1], "ping", [GROUP_A[0], GROUP_A[2]])
+    await bot.post_inbound(behind)  # stored behind the slow one; one claim finds nothing
+    for n in range(20):  # twenty one-to-one conversations, each answered at once
+        await bot.post_inbound(inbound(f"120255503{n:02d}", "ping", []))
+    await bot.api.wait_for_accepted(20)
+    assert claims == 1  # the places they freed were not spent on claims finding nothing
+
+    plugins.gate.set()
+    await processed(bot, behind["message_uuid"])  # claimed as soon as the slow one was done
+    assert 2 <= claims <= 3  # the claim that took it, and perhaps one more that found nothing
+    answers = (await bot.api.wait_for_accepted(20 + 6))[20:]
+    assert [r.body["text"] for r in answers if r.body["to"] == GROUP_A[2]] == [
         "done waiting",
         "echo: ping",
     ]

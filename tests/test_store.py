@@ -129,6 +129,39 @@ async def test_claim_gives_one_message_per_group_in_arrival_order(store: Store) 
     assert [item.message_uuid for item in await claim_in(store)] == ["a2"]
 
 
+async def test_sqlite_tells_when_a_message_waiting_behind_another_may_go(tmp_path: Path) -> None:
+    store = await open_store("sqlite:///bot.db", root=tmp_path)
+    heard: list[str] = []
+    store.listen(heard.append)
+    try:
+        for uuid, group in (("a1", A), ("a2", A), ("b1", B)):
+            await accept(store, uuid, group)
+        a1, b1 = await claim_in(store)  # a2 waits behind a1
+        await store.complete_inbound(b1, now=NOW, route=None, outbound=[], state=None)
+        assert heard == []  # nothing behind b1
+        await store.complete_inbound(a1, now=NOW, route=None, outbound=planned("a1", A), state=None)
+        assert heard == ["inbox"]  # a2 may go now
+        [a2] = await claim_in(store)
+        await store.complete_inbound(a2, now=NOW, route=None, outbound=planned("a2", A), state=None)
+        assert heard == ["inbox"]
+
+        # Each member's answer to a2 waits behind their answer to a1.
+        retried, sent, failed = await claim_out(store)
+        await store.record_retry(retried, "HTTP 500", NOW + 60)
+        assert heard == ["inbox"]  # still the head of its member's queue: nothing may go
+        await store.record_sent(sent, "uuid-1", NOW)
+        assert heard == ["inbox", "outbox"]  # its member's next message may go
+        await store.record_failed(failed, "HTTP 400", NOW)
+        assert heard == ["inbox", "outbox", "outbox"]
+        behind = await claim_out(store)
+        assert {item.message.to for item in behind} == {sent.message.to, failed.message.to}
+        for item in behind:
+            await store.record_sent(item, None, NOW)
+        assert heard == ["inbox", "outbox", "outbox"]  # nothing behind those
+    finally:
+        await store.close()
+
+
 async def test_an_expired_claim_is_taken_up_again(store: Store) -> None:
     await accept(store, "a1", A)
     [claimed] = await claim_in(store)

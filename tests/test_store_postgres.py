@@ -112,6 +112,28 @@ async def test_processes_are_woken_by_what_another_one_stores(fleet: list[Store]
     assert await asyncio.wait_for(heard.get(), 5) == "inbox"  # the marker: nothing before it
 
 
+async def test_a_group_message_completed_tells_the_fleet_when_the_next_may_go(
+    fleet: list[Store],
+) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    fleet[0].listen(heard.put_nowait)
+    assert {await heard.get(), await heard.get()} == {"inbox", "outbox"}  # on connecting
+    group = Group(("12025550101", "12025550102"))
+    for uuid in ("m1", "m2"):
+        await accept(fleet[1], uuid, group)
+        assert await asyncio.wait_for(heard.get(), 5) == "inbox"  # stored
+    [first] = await fleet[2].claim_inbound(10, NOW, 60, 5)  # m2 waits behind it
+
+    await fleet[2].complete_inbound(first, now=NOW, route=None, outbound=[], state=None)
+    assert await asyncio.wait_for(heard.get(), 5) == "inbox"  # m2 may go now
+    [second] = await fleet[1].claim_inbound(10, NOW, 60, 5)
+    assert second.message_uuid == "m2"
+    await fleet[1].complete_inbound(second, now=NOW, route=None, outbound=[], state=None)
+    await accept(fleet[1], "marker", Group(("12025550103",)))
+    assert await asyncio.wait_for(heard.get(), 5) == "inbox"  # the marker: nothing before it
+    assert heard.empty()
+
+
 async def test_the_listener_reconnects_when_its_connection_is_lost(
     fleet: list[Store], url: str
 ) -> None:

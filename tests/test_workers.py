@@ -19,17 +19,16 @@ class Toy(Worker[int]):
     def __init__(self, concurrency: int) -> None:
         super().__init__("toy", concurrency=concurrency, poll_seconds=60.0, lease_seconds=60.0)
         self.stored: list[int] = []
+        self.blocked: set[int] = set()  # stored behind work in progress: no claim takes them
         self.claims = 0
         self.handled: list[int] = []
         self.release_item: dict[int, asyncio.Event] = {}
 
     async def claim(self, limit: int) -> list[int]:
         self.claims += 1
-        taken, self.stored = self.stored[:limit], self.stored[limit:]
+        taken = [item for item in self.stored if item not in self.blocked][:limit]
+        self.stored = [item for item in self.stored if item not in taken]
         return taken
-
-    async def waiting(self) -> bool:
-        return bool(self.stored)
 
     async def handle(self, item: int) -> None:
         self.handled.append(item)
@@ -150,6 +149,26 @@ async def test_the_loop_stops_claiming_once_nothing_is_stored(toy: Toy) -> None:
 
     assert toy.claims == claims  # work taken as stored never needed a claim
     assert toy.handled == list(range(20))
+
+
+async def test_work_stored_behind_work_in_progress_waits_for_word_not_for_every_place(
+    toy: Toy,
+) -> None:
+    toy.stored, toy.blocked = [7], {7}  # e.g. a group's next message, behind one in progress
+    toy.wake()
+    await until(lambda: not toy._maybe_waiting)  # one claim found nothing it could take
+    claims = toy.claims
+    for item in range(100, 120):
+        assert await toy.reserve_within(1, DEADLINE) == 1
+        toy.run([item], 1)
+        toy.finish(item)
+    await until(lambda: not toy._tasks)
+    assert toy.claims == claims  # the freed places went to the line, not to empty claims
+    assert 7 not in toy.handled
+
+    toy.blocked.clear()
+    toy.wake()  # the store says it may go now (Store.listen)
+    await until(lambda: 7 in toy.handled)
 
 
 async def test_nothing_is_taken_while_stopping() -> None:

@@ -188,8 +188,11 @@ class Store(Protocol):
         ...
 
     def listen(self, on_notify: Callable[[str], None]) -> None:
-        """Have `on_notify("inbox" | "outbox")` called when another process stores or queues
-        a message (a fleet on PostgreSQL); a single-process store never calls it."""
+        """Have `on_notify("inbox" | "outbox")` called when a queue holds work its callers
+        were not told of: another process stored or queued a message (a fleet on
+        PostgreSQL), or one that waited behind a message just completed or sent may go now
+        (its group's next inbound message; its member's next outbound one). Workers claim
+        only when told, or at their poll."""
         ...
 
     async def reserve_send(self, key: str, interval_seconds: float, count: int = 1) -> float:

@@ -193,16 +193,23 @@ class InboxQueries(PostgresBase):
             )
             # Fenced by the attempt: if our lease ran out and another claim took the message
             # over, this outcome is stale and nothing of it is written. In the same round
-            # trip, what is open in its members' queues (see _insert_outbound).
+            # trip, what is open in its members' queues (see _insert_outbound); and, if the
+            # group's next message waits behind this one, the fleet is told that it may go
+            # (on commit). The group's row, locked above, keeps one from being stored unseen
+            # meanwhile: accept locks it too, and then finds this one done.
             row = await conn.fetchrow(
                 """
                 WITH done AS (
                     UPDATE inbound SET state = $1, route = $2, error = $3, processed_at = $4,
                         lease_until = NULL
                     WHERE message_uuid = $5 AND state = 'processing' AND attempts = $6
-                    RETURNING true
+                    RETURNING group_key
                 )
-                SELECT EXISTS (SELECT 1 FROM done) AS done, open.groups, open.recipients
+                SELECT EXISTS (SELECT 1 FROM done) AS done, open.groups, open.recipients,
+                    (SELECT pg_notify($9, 'inbox') FROM inbound n
+                     WHERE n.group_key = (SELECT group_key FROM done)
+                     AND n.state IN ('pending', 'processing') AND n.state = 'pending'
+                     LIMIT 1) AS told
                 FROM (
                     SELECT array_agg(group_key) AS groups, array_agg(recipient) AS recipients
                     FROM outbound WHERE $7 AND group_key = ANY($8)
@@ -217,6 +224,7 @@ class InboxQueries(PostgresBase):
                 item.attempts,
                 take is not None,
                 sorted({entry.group_key for entry in outbound}),
+                CHANNEL,
             )
             assert row is not None
             if not row["done"]:
@@ -234,8 +242,6 @@ class InboxQueries(PostgresBase):
             if consent is not None:
                 number, subscribed = consent
                 await _set_consent(conn, number, subscribed, now, source="keyword")
-            # No NOTIFY: the group's next message, if any, was announced when it was stored,
-            # and every process claims while it knows of stored work.
         return taken
 
     async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:

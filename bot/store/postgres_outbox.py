@@ -127,8 +127,7 @@ class OutboxQueries(PostgresBase):
             # as they were before this update). A message queued behind this one by another
             # process while this statement runs is not seen here; whoever queued it told the
             # fleet, and a process whose claim came too early (this row still sending) finds
-            # it at its next claim: when one of its places frees up, at the latest at its
-            # poll (worker.poll_seconds, 1 s).
+            # it at its next claim: at its poll (worker.poll_seconds, 1 s) at the latest.
             row = await conn.fetchrow(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
                 "WHERE id = $1 AND state = 'sending' AND attempts = $2 "

@@ -60,6 +60,7 @@ class SqliteBase:
         self._tokens_seen = 0
         self.owner = this_process()  # who holds a claim; see release_orphans
         self._slots = LocalSlots()
+        self._notify: Callable[[str], None] = lambda queue: None  # see listen
 
     @classmethod
     async def open(cls, path: Path) -> Self:
@@ -206,7 +207,9 @@ class SqliteBase:
             raise Replayed(f"token {jti} was used before")
 
     def listen(self, on_notify: Callable[[str], None]) -> None:
-        """Nothing to listen to: one process serves a SQLite file, and wakes its own workers."""
+        """Tell `on_notify` when a message that waited behind another may go now. (Other
+        processes on the same file are not heard: their work is found at the poll.)"""
+        self._notify = on_notify
 
     async def reserve_send(self, key: str, interval_seconds: float, count: int = 1) -> float:
         return await self._slots.reserve(key, interval_seconds, count)

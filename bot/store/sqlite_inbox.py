@@ -138,7 +138,7 @@ class InboxQueries(SqliteBase):
         consent: tuple[str, bool] | None = None,
         take: Take | None = None,
     ) -> list[OutboxItem]:
-        def complete(db: sqlite3.Connection) -> list[OutboxItem]:
+        def complete(db: sqlite3.Connection) -> tuple[list[OutboxItem], bool]:
             # Fenced by the attempt: if our lease ran out and another claim took the message
             # over, this outcome is stale and nothing of it is written.
             cursor = db.execute(
@@ -156,6 +156,15 @@ class InboxQueries(SqliteBase):
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(f"inbound {item.message_uuid} was claimed again")
+            # The group's next message, if one waits behind this one, may be claimed now.
+            behind = (
+                db.execute(
+                    "SELECT 1 FROM inbound INDEXED BY inbound_open WHERE group_key = ? "
+                    "AND state IN ('pending', 'processing') LIMIT 1",
+                    (item.group_key,),
+                ).fetchone()
+                is not None
+            )
             taken = _insert_outbound(
                 db, outbound, now, take=take, owner=self.owner, origin_at=item.received_at
             )
@@ -167,9 +176,12 @@ class InboxQueries(SqliteBase):
             if consent is not None:
                 number, subscribed = consent
                 _set_consent(db, number, subscribed, now, source="keyword")
-            return taken
+            return taken, behind
 
-        return await self._unit(complete)
+        taken, behind = await self._unit(complete)
+        if behind:
+            self._notify("inbox")
+        return taken
 
     async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
         return await self._read(lambda db: _opted_out(db, numbers))

@@ -98,7 +98,10 @@ class OutboxQueries(SqliteBase):
 
     async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None:
         await self._finish_attempt(
-            item, "state = 'pending', error = ?, next_attempt_at = ?", (error, next_attempt_at)
+            item,
+            "state = 'pending', error = ?, next_attempt_at = ?",
+            (error, next_attempt_at),
+            again=True,
         )
 
     async def record_failed(self, item: OutboxItem, error: str, now: float) -> None:
@@ -107,11 +110,17 @@ class OutboxQueries(SqliteBase):
         )
 
     async def _finish_attempt(
-        self, item: OutboxItem, assignments: str, values: tuple[object, ...]
+        self,
+        item: OutboxItem,
+        assignments: str,
+        values: tuple[object, ...],
+        *,
+        again: bool = False,
     ) -> bool:
-        """Record an attempt's outcome; True when its broadcast has nothing left to go."""
+        """Record an attempt's outcome (`again`: the message is to be retried); True when
+        its broadcast has nothing left to go."""
 
-        def finish(db: sqlite3.Connection) -> bool:
+        def finish(db: sqlite3.Connection) -> tuple[bool, bool]:
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
             cursor = db.execute(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
@@ -120,14 +129,27 @@ class OutboxQueries(SqliteBase):
             )
             if cursor.rowcount != 1:
                 raise LeaseLost(f"outbound {item.id} was claimed again")
+            # Unless this one goes again (a retry, still at the head of the member's queue),
+            # the member's next message, if one waits behind it, may be claimed now.
+            behind = not again and (
+                db.execute(
+                    "SELECT 1 FROM outbound INDEXED BY outbound_open WHERE group_key = ? "
+                    "AND recipient = ? AND state IN ('pending', 'sending') LIMIT 1",
+                    (item.group_key, item.message.to),
+                ).fetchone()
+                is not None
+            )
             left = db.execute(
                 "SELECT 1 FROM outbound WHERE broadcast_id = ? "
                 "AND state IN ('pending', 'sending') LIMIT 1",
                 (item.broadcast_id,),
             ).fetchone()
-            return left is None
+            return left is None, behind
 
-        return await self._unit(finish)
+        ended, behind = await self._unit(finish)
+        if behind:
+            self._notify("outbox")
+        return ended
 
     async def record_status(
         self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
