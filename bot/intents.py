@@ -16,40 +16,39 @@ weights and a softmax turns them into confidences, so a threshold can tell "none
 ("thanks", "see you at 5") gives people talking among themselves somewhere to go.
 
 A trained model is cached on disk under a name made from the examples' hash, so a restart with
-unchanged examples loads it instead of training.
+unchanged examples loads it instead of training. Only training needs scikit-learn, and with a
+cache it runs in a process of its own: the bot classifies with numpy alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import itertools
 import json
 import math
 import os
-import pickle
+import re
 import stat
+import subprocess
+import sys
 import tempfile
 import time
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
-import sklearn
 import structlog
-from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
 
 from bot import static_vectors
 
 log = structlog.get_logger("groupbot.intents")
 
-MODEL_VERSION = 2  # part of the cache key: a new model never loads an old file
+MODEL_VERSION = 3  # part of the cache key: a new model never loads an old file
 BACKGROUND = "__background__"
 # How much each model's scores count before the softmax; tuned on CLINC150's validation split.
 WORDS_WEIGHT = 3.5
@@ -74,61 +73,99 @@ BACKGROUND_EXAMPLES = (
 
 
 Floats = npt.NDArray[np.float32]
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token_pattern
+TRAIN_SECONDS = 600.0  # most a training process may take before the bot trains in-process
 
 
+def words(text: str) -> list[str]:
+    """The words of two letters or more, lowercased, and each pair of neighbours: scikit-
+    learn's word analyzer with ngram_range (1, 2), written out so that a trained model is
+    used without importing scikit-learn (tests/test_intents.py checks that they agree)."""
+    tokens: list[str] = _TOKEN.findall(text.lower())
+    return tokens + [f"{first} {second}" for first, second in itertools.pairwise(tokens)]
+
+
+def characters(text: str) -> list[str]:
+    """Runs of 2 to 5 characters within each lowercased word padded with a space; a word too
+    short for a length counts once, whole: scikit-learn's char_wb analyzer, written out."""
+    grams: list[str] = []
+    for word in text.lower().split():
+        padded = f" {word} "
+        for n in range(2, 6):
+            if len(padded) <= n:
+                grams.append(padded)
+                break
+            grams.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+    return grams
+
+
+ANALYZERS = (words, characters)
+
+
+@dataclass(frozen=True)
 class IntentClassifier:
-    """Trained with `train`; `scores` reads features straight from the fitted vocabularies
-    (a dictionary lookup per n-gram) rather than through scikit-learn's transform, which
-    costs more per single message than the whole classification."""
+    """The two models' weights, read straight from their vocabularies (a dictionary lookup
+    per n-gram) rather than through scikit-learn's transform, which costs more per single
+    message than the whole classification. Trained with `train`, the only part that needs
+    scikit-learn; a saved model loads with numpy alone."""
 
-    def __init__(
-        self,
-        vectorizers: list[TfidfVectorizer],
-        svm: LinearSVC,
-        meaning: LogisticRegression,
-        piece_idf: Floats,
-        vectors_digest: str,
-    ) -> None:
-        self.vectorizers = vectorizers
-        self.classes = [str(c) for c in svm.classes_]
-        self.keep = np.array([c != BACKGROUND for c in self.classes])
-        self.word_weights, self.word_bias = _columns(svm.coef_, svm.intercept_, binary="signed")
-        self.meaning_weights, self.meaning_bias = _columns(
-            meaning.coef_, meaning.intercept_, binary="logit"
-        )
-        self.offsets = np.cumsum([0] + [len(v.vocabulary_) for v in vectorizers])[:-1].tolist()
-        self.idfs = [v.idf_.astype(np.float32) for v in vectorizers]
-        self.piece_idf = piece_idf
-        self.vectors_digest = vectors_digest
-        self._analyzers = [v.build_analyzer() for v in vectorizers]
+    classes: list[str]
+    vocabularies: tuple[dict[str, int], ...]  # per analyzer: n-gram -> row of word_weights
+    idf: Floats  # per row of word_weights
+    word_weights: Floats  # n-grams x classes
+    word_bias: Floats
+    meaning_weights: Floats  # vector dimensions x classes
+    meaning_bias: Floats
+    piece_idf: Floats
+    vectors_digest: str
+    keep: npt.NDArray[np.bool_] = field(init=False, repr=False)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_analyzers"]  # rebuilt on load
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._analyzers = [v.build_analyzer() for v in self.vectorizers]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep", np.array([c != BACKGROUND for c in self.classes]))
 
     @classmethod
     def train(cls, intents: Mapping[str, Sequence[str]]) -> IntentClassifier:
+        from scipy import sparse
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
         texts = [text for examples in intents.values() for text in examples]
         labels = [name for name, examples in intents.items() for _ in examples]
         texts += BACKGROUND_EXAMPLES
         labels += [BACKGROUND] * len(BACKGROUND_EXAMPLES)
         vectorizers = [
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+            TfidfVectorizer(analyzer=words, sublinear_tf=True),
+            TfidfVectorizer(analyzer=characters, sublinear_tf=True, min_df=2),
         ]
-        words = sparse.hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
-        svm = LinearSVC(C=1.0).fit(words, labels)
+        features = sparse.hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
+        svm = LinearSVC(C=1.0).fit(features, labels)
         vectors = static_vectors.load()
         pieces = [vectors.pieces(text) for text in texts]
-        piece_idf = _piece_idf(pieces, len(vectors.table))
+        piece_idf = _piece_idf(pieces, vectors.size)
         meanings = np.stack([vectors.embed(p, piece_idf) for p in pieces])
         meaning = LogisticRegression(C=10.0, max_iter=1000).fit(meanings, labels)
-        return cls(vectorizers, svm, meaning, piece_idf, vectors.digest)
+
+        vocabularies, offset = [], 0
+        for vectorizer in vectorizers:
+            vocabulary = {
+                str(gram): offset + int(row) for gram, row in vectorizer.vocabulary_.items()
+            }
+            vocabularies.append(vocabulary)
+            offset += len(vocabulary)
+        word_weights, word_bias = _columns(svm.coef_, svm.intercept_, binary="signed")
+        meaning_weights, meaning_bias = _columns(meaning.coef_, meaning.intercept_, binary="logit")
+        return cls(
+            classes=[str(c) for c in svm.classes_],
+            vocabularies=tuple(vocabularies),
+            idf=np.concatenate([v.idf_ for v in vectorizers]).astype(np.float32),
+            word_weights=word_weights,
+            word_bias=word_bias,
+            meaning_weights=meaning_weights,
+            meaning_bias=meaning_bias,
+            piece_idf=piece_idf,
+            vectors_digest=vectors.digest,
+        )
 
     def scores(self, text: str) -> list[tuple[str, float]]:
         """The likeliest intents with their confidence (0-1), best first; the background
@@ -142,17 +179,16 @@ class IntentClassifier:
 
     def _word_margins(self, text: str) -> Floats:
         margins = self.word_bias.copy()
-        parts = zip(self._analyzers, self.vectorizers, self.idfs, self.offsets, strict=True)
-        for analyze, vectorizer, idf, offset in parts:
+        for analyze, vocabulary in zip(ANALYZERS, self.vocabularies, strict=True):
             counts = Counter(analyze(text))
-            vocabulary = vectorizer.vocabulary_
             known = [(vocabulary[gram], n) for gram, n in counts.items() if gram in vocabulary]
             if not known:
                 continue
-            columns = np.array([column for column, _ in known])
-            values = np.array([1 + math.log(n) for _, n in known], np.float32) * idf[columns]
+            rows = np.array([row for row, _ in known])
+            # Sublinear TF times IDF, normalised per analyzer, as each vectorizer does.
+            values = np.array([1 + math.log(n) for _, n in known], np.float32) * self.idf[rows]
             values /= np.linalg.norm(values)
-            margins += values @ self.word_weights[columns + offset]
+            margins += values @ self.word_weights[rows]
         return margins
 
     def _meaning(self, text: str) -> Floats:
@@ -160,6 +196,33 @@ class IntentClassifier:
         vector = vectors.embed(vectors.pieces(text), self.piece_idf)
         result: Floats = vector @ self.meaning_weights + self.meaning_bias
         return result
+
+    def save(self, file: IO[bytes]) -> None:
+        """As arrays and JSON text in an .npz file: nothing in it runs code when loaded."""
+        np.savez(
+            file,
+            classes=np.array(json.dumps(self.classes, ensure_ascii=False)),
+            vocabularies=np.array(json.dumps(self.vocabularies, ensure_ascii=False)),
+            idf=self.idf,
+            word_weights=self.word_weights,
+            word_bias=self.word_bias,
+            meaning_weights=self.meaning_weights,
+            meaning_bias=self.meaning_bias,
+            piece_idf=self.piece_idf,
+            vectors_digest=np.array(self.vectors_digest),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> IntentClassifier:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        vocabularies = json.loads(str(arrays.pop("vocabularies")))
+        return cls(
+            classes=json.loads(str(arrays.pop("classes"))),
+            vocabularies=tuple(vocabularies),
+            vectors_digest=str(arrays.pop("vectors_digest")),
+            **{name: array.astype(np.float32) for name, array in arrays.items()},
+        )
 
 
 def _columns(
@@ -190,7 +253,7 @@ def cache_key(intents: Mapping[str, Sequence[str]]) -> str:
     canonical = json.dumps(
         {
             "version": MODEL_VERSION,
-            "sklearn": sklearn.__version__,
+            "sklearn": importlib.metadata.version("scikit-learn"),  # without importing it
             "numpy": np.__version__,
             "background": BACKGROUND_EXAMPLES,
             "weights": [WORDS_WEIGHT, MEANING_WEIGHT],
@@ -211,18 +274,48 @@ class Loaded:
 
 def load_or_train(intents: Mapping[str, Sequence[str]], cache_dir: Path | None) -> Loaded:
     """The classifier for these examples: from the cache when they are unchanged, else
-    trained (and cached). A cache that cannot be read or written is a warning, never a
-    failure: training is always the way back."""
+    trained and cached.
+
+    With a cache, training runs in a process of its own, which writes the model to the cache
+    for this one to load: scikit-learn and SciPy (about 100 MB of modules, which Python never
+    unloads) stay out of the bot, which only needs numpy to classify. A cache that cannot be
+    read or written, or a training process that fails, is a warning, never a failure: the
+    bot then trains in-process."""
     started = time.perf_counter()
-    path = cache_dir / f"intents-{cache_key(intents)}.pickle" if cache_dir else None
+    path = cache_dir / f"intents-{cache_key(intents)}.npz" if cache_dir else None
     if path is not None and (classifier := _load(path)) is not None:
         return Loaded(classifier, trained=False, seconds=time.perf_counter() - started)
-    classifier = IntentClassifier.train(intents)
-    if path is not None:
-        _save(path, classifier)
+    classifier = None
+    if path is not None and _train_apart(intents, path):
+        classifier = _load(path)
+    if classifier is None:
+        classifier = IntentClassifier.train(intents)
+        if path is not None:
+            _save(path, classifier)
     seconds = time.perf_counter() - started
     log.info("intents_trained", intents=len(intents), seconds=round(seconds, 2))
     return Loaded(classifier, trained=True, seconds=seconds)
+
+
+def _train_apart(intents: Mapping[str, Sequence[str]], path: Path) -> bool:
+    """Train in a child process (`python -m bot.intents PATH`, the examples as JSON on its
+    standard input), which saves the model at `path`; True when it did."""
+    try:
+        done = subprocess.run(  # noqa: S603 - this interpreter, this module, our own path
+            [sys.executable, "-m", "bot.intents", str(path)],
+            input=json.dumps(intents, ensure_ascii=False).encode(),
+            capture_output=True,
+            timeout=TRAIN_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("intents_training_process_failed", error=str(exc))
+        return False
+    if done.returncode != 0:
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+        log.warning("intents_training_process_failed", code=done.returncode, error=last)
+        return False
+    return True
 
 
 def _load(path: Path) -> IntentClassifier | None:
@@ -230,27 +323,37 @@ def _load(path: Path) -> IntentClassifier | None:
         info = path.stat()
     except OSError:
         return None
-    # Unpickling runs code: only a file this user wrote, that nobody else may change.
+    # A model decides where messages go: only a file this user wrote, that nobody else may
+    # change.
     if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         log.warning("intents_cache_untrusted", path=str(path))
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a model from another scikit-learn is not used
-            classifier = pickle.loads(path.read_bytes())  # noqa: S301 - checked above
+        return IntentClassifier.load(path)
     except Exception:
         log.warning("intents_cache_unreadable", path=str(path))
         return None
-    return classifier if isinstance(classifier, IntentClassifier) else None
 
 
-def _save(path: Path, classifier: IntentClassifier) -> None:
+def _save(path: Path, classifier: IntentClassifier) -> bool:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # A file of its own per writer, renamed into place: processes training at once
         # never trip over each other, and a crash never leaves half a model.
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as f:
-            f.write(pickle.dumps(classifier))
+            classifier.save(f)
         Path(f.name).replace(path)
     except OSError as exc:
         log.warning("intents_cache_not_written", path=str(path), error=str(exc))
+        return False
+    return True
+
+
+def _main(path: Path) -> int:
+    """Train on the examples read as JSON from standard input; save the model at `path`."""
+    intents: dict[str, list[str]] = json.loads(sys.stdin.buffer.read())
+    return 0 if _save(path, IntentClassifier.train(intents)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(Path(sys.argv[1])))

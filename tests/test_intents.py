@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
-from bot.intents import BACKGROUND, IntentClassifier, cache_key, load_or_train
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from bot.intents import BACKGROUND, IntentClassifier, cache_key, characters, load_or_train, words
 
 INTENTS = {
     "book_visit": [
@@ -56,7 +63,7 @@ def test_unchanged_examples_load_from_the_cache_instead_of_training(tmp_path: Pa
     assert again.classifier.scores("when do you close") == first.classifier.scores(
         "when do you close"
     )
-    assert [p.name for p in tmp_path.iterdir()] == [f"intents-{cache_key(INTENTS)}.pickle"]
+    assert [p.name for p in tmp_path.iterdir()] == [f"intents-{cache_key(INTENTS)}.npz"]
 
 
 def test_changed_examples_train_again(tmp_path: Path) -> None:
@@ -67,15 +74,15 @@ def test_changed_examples_train_again(tmp_path: Path) -> None:
 
     assert loaded.trained
     assert cache_key(changed) != cache_key(INTENTS)
-    assert (tmp_path / f"intents-{cache_key(changed)}.pickle").is_file()
+    assert (tmp_path / f"intents-{cache_key(changed)}.npz").is_file()
 
 
 def test_a_cache_file_others_may_write_is_not_trusted(tmp_path: Path) -> None:
     load_or_train(INTENTS, tmp_path)
-    cached = tmp_path / f"intents-{cache_key(INTENTS)}.pickle"
+    cached = tmp_path / f"intents-{cache_key(INTENTS)}.npz"
     cached.chmod(0o666)
 
-    assert load_or_train(INTENTS, tmp_path).trained  # retrained, the file not unpickled
+    assert load_or_train(INTENTS, tmp_path).trained  # retrained, the file not read
 
 
 def test_a_cache_that_cannot_be_written_is_no_failure(tmp_path: Path) -> None:
@@ -89,9 +96,60 @@ def test_a_cache_that_cannot_be_written_is_no_failure(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_cache_file_is_trained_over(tmp_path: Path) -> None:
-    (tmp_path / f"intents-{cache_key(INTENTS)}.pickle").write_bytes(b"not a pickle")
+    (tmp_path / f"intents-{cache_key(INTENTS)}.npz").write_bytes(b"not a model")
 
     loaded = load_or_train(INTENTS, tmp_path)
 
     assert loaded.trained
     assert loaded.classifier.scores("book a visit")[0][0] == "book_visit"
+
+
+@given(st.text())
+def test_the_analyzers_cut_text_as_scikit_learn_s_own_do(text: str) -> None:
+    sklearn_words = TfidfVectorizer(ngram_range=(1, 2)).build_analyzer()
+    sklearn_characters = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5)).build_analyzer()
+
+    assert words(text) == sklearn_words(text)
+    assert characters(text) == sklearn_characters(text)
+
+
+def test_a_saved_model_scores_as_the_trained_one(tmp_path: Path) -> None:
+    trained = IntentClassifier.train(INTENTS)
+    with (tmp_path / "model.npz").open("wb") as file:
+        trained.save(file)
+
+    loaded = IntentClassifier.load(tmp_path / "model.npz")
+
+    for text in ("when do you close", "can someone come by", "thanks!", "", "🙂 ok"):
+        assert loaded.scores(text) == trained.scores(text)
+
+
+BOT_PROCESS = """
+import json, sys
+from pathlib import Path
+from bot.intents import load_or_train
+loaded = load_or_train(json.loads(sys.argv[1]), Path(sys.argv[2]))
+print(json.dumps({
+    "trained": loaded.trained,
+    "best": loaded.classifier.scores("when do you close")[0][0],
+    "sklearn": "sklearn" in sys.modules,
+    "scipy": "scipy" in sys.modules,
+}))
+"""
+
+
+def test_the_bot_s_process_never_imports_scikit_learn_training_or_loading(
+    tmp_path: Path,
+) -> None:
+    def run() -> dict[str, object]:
+        done = subprocess.run(  # noqa: S603 - this interpreter
+            [sys.executable, "-c", BOT_PROCESS, json.dumps(INTENTS), str(tmp_path)],
+            capture_output=True,
+            check=True,
+        )
+        result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])  # after the log
+        return result
+
+    # Trained by a process of its own, then loaded from the cache: never in the bot's.
+    assert run() == {"trained": True, "best": "opening_hours", "sklearn": False, "scipy": False}
+    assert run() == {"trained": False, "best": "opening_hours", "sklearn": False, "scipy": False}

@@ -10,15 +10,15 @@ from bot.intents import IntentClassifier
 
 def similarity(a: str, b: str) -> float:
     vectors = static_vectors.load()
-    flat = np.ones(len(vectors.table), np.float32)
+    flat = np.ones(vectors.size, np.float32)
     return float(vectors.embed(vectors.pieces(a), flat) @ vectors.embed(vectors.pieces(b), flat))
 
 
 def test_the_shipped_table_has_a_unit_vector_per_word_piece() -> None:
     vectors = static_vectors.load()
 
-    assert vectors.table.shape == (vectors.tokenizer.get_vocab_size(), 384)
-    norms = np.linalg.norm(vectors.table, axis=1)
+    assert vectors.codes.shape == (vectors.tokenizer.get_vocab_size(), 384)
+    norms = np.linalg.norm(vectors.rows(range(vectors.size)), axis=1)
     assert np.allclose(norms, 1.0, atol=0.01)  # int8 with a scale per row
     assert len(vectors.digest) == 16
 
