@@ -39,6 +39,7 @@ class Scripted:
     delay: float = 0.0
     drop: bool = False  # close the connection without an answer
     lost_answer: bool = False  # accept the message, then never answer (the client gives up)
+    hold: asyncio.Event | None = None  # answer only once this is set
 
 
 class FakeMessagesApi:
@@ -98,6 +99,8 @@ class FakeMessagesApi:
         if step.lost_answer:
             await self._record(body, authorization, claims, step, arrived)
             await asyncio.Event().wait()  # held until the client or the server gives up
+        if step.hold is not None:
+            await step.hold.wait()
         if step.delay:
             await asyncio.sleep(step.delay)  # the scripted slowness under test, not a sync
         if step.drop:

@@ -137,6 +137,36 @@ async def test_a_message_behind_a_slow_one_goes_on_the_store_s_word_with_no_clai
     ]
 
 
+async def test_a_member_s_next_answer_goes_on_the_store_s_word_once_the_one_ahead_is_sent(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot(config_with(ECHO))
+    outbox = bot.runtime.outbox
+    outbox.poll_seconds = 3600.0  # no poll comes round: only a wake() moves the worker
+    outbox.wake()
+
+    async def settled() -> bool:
+        return not outbox._maybe_waiting
+
+    await eventually(settled)
+    held = asyncio.Event()
+    for _ in GROUP_A:
+        bot.api.respond(202, hold=held)
+    await bot.post_inbound(inbound(GROUP_A[0], "ping 1", GROUP_A[1:]))
+    await bot.api.wait_for_arrived(3)  # the first answers are on their way, held there
+    second = inbound(GROUP_A[1], "ping 2", [GROUP_A[0], GROUP_A[2]])
+    await bot.post_inbound(second)
+    await processed(bot, second["message_uuid"])  # its answers wait behind the first ones
+
+    held.set()
+    accepted = await bot.api.wait_for_accepted(6)
+    for member in GROUP_A:
+        assert [r.body["text"] for r in accepted if r.body["to"] == member] == [
+            "echo: ping 1",
+            "echo: ping 2",
+        ]
+
+
 async def test_a_message_seen_before_a_restart_is_not_answered_again(
     start_bot: StartBot,
 ) -> None:
