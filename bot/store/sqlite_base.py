@@ -75,6 +75,11 @@ class SqliteBase:
                 "PRAGMA synchronous = FULL",
                 "PRAGMA busy_timeout = 10000",
                 "PRAGMA foreign_keys = ON",
+                # Each unit's savepoint keeps the pages it changes in a sub-journal, to roll
+                # back to; past 64 KB a transaction's sub-journal went to a temporary file,
+                # half the store's write calls. In memory it never does. (Only a savepoint's
+                # rollback reads it: the WAL alone makes a commit durable.)
+                "PRAGMA temp_store = MEMORY",
             ):
                 db.execute(pragma)
             return db
