@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import itertools
 import json
 import math
@@ -102,7 +103,7 @@ def characters(text: str) -> list[str]:
 ANALYZERS = (words, characters)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity
 class IntentClassifier:
     """The two models' weights, read straight from their vocabularies (a dictionary lookup
     per n-gram) rather than through scikit-learn's transform, which costs more per single
@@ -198,11 +199,12 @@ class IntentClassifier:
         return result
 
     def save(self, file: IO[bytes]) -> None:
-        """As arrays and JSON text in an .npz file: nothing in it runs code when loaded."""
+        """As arrays and JSON text (UTF-8 bytes) in an .npz file: nothing in it runs code
+        when loaded."""
         np.savez(
             file,
-            classes=np.array(json.dumps(self.classes, ensure_ascii=False)),
-            vocabularies=np.array(json.dumps(self.vocabularies, ensure_ascii=False)),
+            classes=_utf8_json(self.classes),
+            vocabularies=_utf8_json(self.vocabularies),
             idf=self.idf,
             word_weights=self.word_weights,
             word_bias=self.word_bias,
@@ -213,16 +215,19 @@ class IntentClassifier:
         )
 
     @classmethod
-    def load(cls, path: Path) -> IntentClassifier:
-        with np.load(path, allow_pickle=False) as stored:
+    def load(cls, file: IO[bytes]) -> IntentClassifier:
+        with np.load(file, allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
-        vocabularies = json.loads(str(arrays.pop("vocabularies")))
         return cls(
-            classes=json.loads(str(arrays.pop("classes"))),
-            vocabularies=tuple(vocabularies),
+            classes=json.loads(arrays.pop("classes").tobytes()),
+            vocabularies=tuple(json.loads(arrays.pop("vocabularies").tobytes())),
             vectors_digest=str(arrays.pop("vectors_digest")),
-            **{name: array.astype(np.float32) for name, array in arrays.items()},
+            **{name: array.astype(np.float32, copy=False) for name, array in arrays.items()},
         )
+
+
+def _utf8_json(value: object) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(json.dumps(value, ensure_ascii=False).encode(), np.uint8)
 
 
 def _columns(
@@ -276,84 +281,94 @@ def load_or_train(intents: Mapping[str, Sequence[str]], cache_dir: Path | None) 
     """The classifier for these examples: from the cache when they are unchanged, else
     trained and cached.
 
-    With a cache, training runs in a process of its own, which writes the model to the cache
-    for this one to load: scikit-learn and SciPy (about 100 MB of modules, which Python never
-    unloads) stay out of the bot, which only needs numpy to classify. A cache that cannot be
-    read or written, or a training process that fails, is a warning, never a failure: the
-    bot then trains in-process."""
+    With a cache, training runs in a process of its own, which hands the model back: scikit-
+    learn and SciPy (about 100 MB of modules, which Python never unloads) stay out of the
+    bot, which only needs numpy to classify. A cache that cannot be read or written, or a
+    training process that fails, is a warning, never a failure: the bot then trains
+    in-process."""
     started = time.perf_counter()
     path = cache_dir / f"intents-{cache_key(intents)}.npz" if cache_dir else None
     if path is not None and (classifier := _load(path)) is not None:
         return Loaded(classifier, trained=False, seconds=time.perf_counter() - started)
-    classifier = None
-    if path is not None and _train_apart(intents, path):
-        classifier = _load(path)
+    classifier = _train_apart(intents) if path is not None else None
     if classifier is None:
         classifier = IntentClassifier.train(intents)
-        if path is not None:
-            _save(path, classifier)
+    if path is not None:
+        _save(path, classifier)
     seconds = time.perf_counter() - started
     log.info("intents_trained", intents=len(intents), seconds=round(seconds, 2))
     return Loaded(classifier, trained=True, seconds=seconds)
 
 
-def _train_apart(intents: Mapping[str, Sequence[str]], path: Path) -> bool:
-    """Train in a child process (`python -m bot.intents PATH`, the examples as JSON on its
-    standard input), which saves the model at `path`; True when it did."""
+def _train_apart(intents: Mapping[str, Sequence[str]]) -> IntentClassifier | None:
+    """The model trained by a child process (`python -m bot.intents`: the examples as JSON
+    on its standard input, the model's .npz on its standard output), or None if it failed."""
     try:
-        done = subprocess.run(  # noqa: S603 - this interpreter, this module, our own path
-            [sys.executable, "-m", "bot.intents", str(path)],
+        done = subprocess.run(
+            # -P: the module is found where this process found it, never in the folder the
+            # bot happens to run in.
+            [sys.executable, "-P", "-m", "bot.intents"],
             input=json.dumps(intents, ensure_ascii=False).encode(),
             capture_output=True,
             timeout=TRAIN_SECONDS,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("intents_training_process_failed", error=str(exc))
-        return False
-    if done.returncode != 0:
-        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        log.warning("intents_training_process_failed", code=done.returncode, error=last)
-        return False
-    return True
+        if done.returncode == 0:
+            return IntentClassifier.load(io.BytesIO(done.stdout))
+        problem = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
+    except Exception as exc:  # could not start, too slow, or no model came back
+        problem = [f"{type(exc).__name__}: {exc}"]
+    log.warning("intents_training_process_failed", error=problem)
+    return None
 
 
 def _load(path: Path) -> IntentClassifier | None:
     try:
-        info = path.stat()
+        file = path.open("rb")
     except OSError:
         return None
-    # A model decides where messages go: only a file this user wrote, that nobody else may
-    # change.
-    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        log.warning("intents_cache_untrusted", path=str(path))
-        return None
-    try:
-        return IntentClassifier.load(path)
-    except Exception:
-        log.warning("intents_cache_unreadable", path=str(path))
-        return None
+    with file:
+        # A model decides where messages go: only a file this user wrote, that nobody else
+        # may change (checked on the file opened, not on its name).
+        info = os.fstat(file.fileno())
+        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            log.warning("intents_cache_untrusted", path=str(path))
+            return None
+        try:
+            return IntentClassifier.load(file)
+        except Exception:
+            log.warning("intents_cache_unreadable", path=str(path))
+            return None
 
 
-def _save(path: Path, classifier: IntentClassifier) -> bool:
+def _save(path: Path, classifier: IntentClassifier) -> None:
+    partial: Path | None = None
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # A file of its own per writer, renamed into place: processes training at once
         # never trip over each other, and a crash never leaves half a model.
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as f:
+            partial = Path(f.name)
             classifier.save(f)
-        Path(f.name).replace(path)
+        partial.replace(path)
+        partial = None
     except OSError as exc:
         log.warning("intents_cache_not_written", path=str(path), error=str(exc))
-        return False
-    return True
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
 
 
-def _main(path: Path) -> int:
-    """Train on the examples read as JSON from standard input; save the model at `path`."""
+def _main() -> None:
+    """Train on the examples read as JSON from standard input; write the model to standard
+    output. Anything else printed goes to standard error, so that only the model is read."""
+    model = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     intents: dict[str, list[str]] = json.loads(sys.stdin.buffer.read())
-    return 0 if _save(path, IntentClassifier.train(intents)) else 1
+    with model:
+        IntentClassifier.train(intents).save(model)
 
 
 if __name__ == "__main__":
-    sys.exit(_main(Path(sys.argv[1])))
+    _main()

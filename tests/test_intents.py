@@ -118,7 +118,8 @@ def test_a_saved_model_scores_as_the_trained_one(tmp_path: Path) -> None:
     with (tmp_path / "model.npz").open("wb") as file:
         trained.save(file)
 
-    loaded = IntentClassifier.load(tmp_path / "model.npz")
+    with (tmp_path / "model.npz").open("rb") as file:
+        loaded = IntentClassifier.load(file)
 
     for text in ("when do you close", "can someone come by", "thanks!", "", "🙂 ok"):
         assert loaded.scores(text) == trained.scores(text)
@@ -138,18 +139,30 @@ print(json.dumps({
 """
 
 
+def in_a_bot_process(cache: Path, cwd: Path) -> dict[str, object]:
+    """load_or_train in a fresh process started as `groupbot` is (-P: not from its folder)."""
+    done = subprocess.run(  # noqa: S603 - this interpreter
+        [sys.executable, "-P", "-c", BOT_PROCESS, json.dumps(INTENTS), str(cache)],
+        capture_output=True,
+        check=True,
+        cwd=cwd,
+    )
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])  # after the log
+    return result
+
+
 def test_the_bot_s_process_never_imports_scikit_learn_training_or_loading(
     tmp_path: Path,
 ) -> None:
-    def run() -> dict[str, object]:
-        done = subprocess.run(  # noqa: S603 - this interpreter
-            [sys.executable, "-c", BOT_PROCESS, json.dumps(INTENTS), str(tmp_path)],
-            capture_output=True,
-            check=True,
-        )
-        result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])  # after the log
-        return result
-
     # Trained by a process of its own, then loaded from the cache: never in the bot's.
-    assert run() == {"trained": True, "best": "opening_hours", "sklearn": False, "scipy": False}
-    assert run() == {"trained": False, "best": "opening_hours", "sklearn": False, "scipy": False}
+    expected = {"best": "opening_hours", "sklearn": False, "scipy": False}
+    assert in_a_bot_process(tmp_path, tmp_path) == {"trained": True, **expected}
+    assert in_a_bot_process(tmp_path, tmp_path) == {"trained": False, **expected}
+
+    # Also when the cache cannot be written, and when the bot runs in a folder holding a
+    # package of the same name (the training process must not import that one).
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    (tmp_path / "bot").mkdir()
+    (tmp_path / "bot" / "__init__.py").write_text("raise ImportError('not groupbot')")
+    assert in_a_bot_process(blocked, tmp_path) == {"trained": True, **expected}
