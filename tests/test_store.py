@@ -515,8 +515,9 @@ async def test_a_store_of_an_older_schema_is_upgraded_and_keeps_its_rows(
         await store.close()
 
 
+@pytest.mark.parametrize("one_write", [False, True], ids=["in savepoints", "one write each"])
 async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
-    tmp_path: Path,
+    tmp_path: Path, one_write: bool
 ) -> None:
     store = await SqliteStore.open(tmp_path / "full.db")
     try:
@@ -533,15 +534,43 @@ async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
             ).close()
 
         outcomes = await asyncio.gather(
-            store._unit(token("small-before")),
-            store._unit(token("x" * 1_000_000)),  # too big for the disk: SQLITE_FULL
-            store._unit(token("small-after")),
+            store._unit(token("small-before"), one_write=one_write),
+            store._unit(token("x" * 1_000_000), one_write=one_write),  # SQLITE_FULL
+            store._unit(token("small-after"), one_write=one_write),
             return_exceptions=True,
         )
 
         assert all(isinstance(o, sqlite3.Error) for o in outcomes), outcomes
         rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
         assert rows == []  # nothing the callers were told failed was written
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_unit_of_one_write_that_fails_leaves_its_batch_alone(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "bot.db")
+    try:
+
+        def token(jti: str) -> Callable[[sqlite3.Connection], None]:
+            return lambda db: db.execute(
+                "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, 1)", (jti,)
+            ).close()
+
+        await store._unit(token("taken"))
+        outcomes = await asyncio.gather(
+            store._unit(token("before"), one_write=True),
+            store._unit(token("taken"), one_write=True),  # its one write fails: a duplicate
+            store._unit(token("after"), one_write=True),
+            return_exceptions=True,
+        )
+
+        assert outcomes[0] is None
+        assert isinstance(outcomes[1], sqlite3.IntegrityError)
+        assert outcomes[2] is None
+        rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
+        assert sorted(row[0] for row in rows) == ["after", "before", "taken"]
     finally:
         await store.close()
 

@@ -7,8 +7,9 @@ is only sent after that. One connection, used by one thread of its own: each uni
 together, instead of one round trip to the thread per statement.
 
 Group commit: units that arrive while a commit is on its way to the disk share the next
-`BEGIN IMMEDIATE` transaction, each in a savepoint of its own, and one fsync makes them all
-durable. A unit that fails is rolled back to its savepoint alone; a commit that fails fails
+`BEGIN IMMEDIATE` transaction, each in a savepoint of its own (unless its only write is its
+last statement), and one fsync makes them all durable. A unit that fails is rolled back to
+its savepoint alone; a commit that fails fails
 every unit in it, and none of them is written. `BEGIN IMMEDIATE` also serialises writers
 across processes (`groupbot send` beside a running bot).
 """
@@ -102,12 +103,14 @@ class SqliteBase:
     async def schema_version(self) -> int:
         return await self._read(lambda db: int(db.execute("PRAGMA user_version").fetchone()[0]))
 
-    async def _unit(self, work: Work[T]) -> T:
-        """Run `work` as one all-or-nothing unit; return once it is committed."""
+    async def _unit(self, work: Work[T], *, one_write: bool = False) -> T:
+        """Run `work` as one all-or-nothing unit; return once it is committed. `one_write`:
+        its only write is its last statement, which is all-or-nothing by itself, so it needs
+        no savepoint of its own (two statements fewer)."""
         if self._closed:
             raise sqlite3.ProgrammingError("the store is closed")
         loop = asyncio.get_running_loop()
-        unit = _Unit(work, loop.create_future())
+        unit = _Unit(work, loop.create_future(), savepoint=not one_write)
         self._queued.append(unit)
         if len(self._queued) == 1:
             # After this tick: the units queued meanwhile go to the thread in one job.
@@ -244,11 +247,12 @@ class SqliteBase:
 class _Unit:
     """A unit of work, and (set by the thread) what it returned or raised."""
 
-    __slots__ = ("done", "failure", "value", "work")
+    __slots__ = ("done", "failure", "savepoint", "value", "work")
 
-    def __init__(self, work: Work[Any], done: asyncio.Future[Any]) -> None:
+    def __init__(self, work: Work[Any], done: asyncio.Future[Any], *, savepoint: bool) -> None:
         self.work = work
         self.done = done  # told once the unit's transaction is committed (or not)
+        self.savepoint = savepoint
         self.value: Any = None
         self.failure: BaseException | None = None
 
@@ -266,25 +270,30 @@ def _run_units(db: sqlite3.Connection, units: list[_Unit], tx: _Transaction) -> 
     """Each unit in its savepoint of the open transaction; never raises."""
     for unit in units:
         try:
-            unit.value = _in_savepoint(db, unit.work, tx)
+            unit.value = _in_transaction(db, unit.work, tx, savepoint=unit.savepoint)
         except Exception as exc:
             unit.failure = exc
 
 
-def _in_savepoint(db: sqlite3.Connection, work: Work[T], tx: _Transaction) -> T:
+def _in_transaction(
+    db: sqlite3.Connection, work: Work[T], tx: _Transaction, *, savepoint: bool
+) -> T:
     if not db.in_transaction:
         db.execute("BEGIN IMMEDIATE")
-    db.execute("SAVEPOINT unit")
+    if savepoint:
+        db.execute("SAVEPOINT unit")
     try:
         value = work(db)
     except BaseException as exc:
-        if db.in_transaction:
+        if not db.in_transaction:
+            if tx.lost is None:
+                tx.lost = exc  # SQLite rolled the whole transaction back
+        elif savepoint:
             db.execute("ROLLBACK TO unit")
             db.execute("RELEASE unit")
-        elif tx.lost is None:
-            tx.lost = exc  # SQLite rolled the whole transaction back
         raise
-    db.execute("RELEASE unit")
+    if savepoint:
+        db.execute("RELEASE unit")
     return value
 
 

@@ -121,6 +121,14 @@ class OutboxQueries(SqliteBase):
         its broadcast has nothing left to go."""
 
         def finish(db: sqlite3.Connection) -> tuple[bool, bool]:
+            # What else is open for the member, and in the broadcast; then the one write.
+            member_open, broadcast_open = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM outbound INDEXED BY outbound_open "
+                "WHERE group_key = ? AND recipient = ? AND state IN ('pending', 'sending') "
+                "AND id <> ?), EXISTS (SELECT 1 FROM outbound WHERE broadcast_id = ? "
+                "AND state IN ('pending', 'sending') AND id <> ?)",
+                (item.group_key, item.message.to, item.id, item.broadcast_id, item.id),
+            ).fetchone()
             # Fenced by the attempt, like complete_inbound: a stale outcome changes nothing.
             cursor = db.execute(
                 f"UPDATE outbound SET {assignments}, lease_until = NULL "  # noqa: S608 - fixed SQL
@@ -130,23 +138,11 @@ class OutboxQueries(SqliteBase):
             if cursor.rowcount != 1:
                 raise LeaseLost(f"outbound {item.id} was claimed again")
             # Unless this one goes again (a retry, still at the head of the member's queue),
-            # the member's next message, if one waits behind it, may be claimed now.
-            behind = not again and (
-                db.execute(
-                    "SELECT 1 FROM outbound INDEXED BY outbound_open WHERE group_key = ? "
-                    "AND recipient = ? AND state IN ('pending', 'sending') LIMIT 1",
-                    (item.group_key, item.message.to),
-                ).fetchone()
-                is not None
-            )
-            left = db.execute(
-                "SELECT 1 FROM outbound WHERE broadcast_id = ? "
-                "AND state IN ('pending', 'sending') LIMIT 1",
-                (item.broadcast_id,),
-            ).fetchone()
-            return left is None, behind
+            # the member's next message, if one waits behind it, may be claimed now; and
+            # the broadcast has ended when nothing of it is left to go.
+            return not again and not broadcast_open, not again and bool(member_open)
 
-        ended, behind = await self._unit(finish)
+        ended, behind = await self._unit(finish, one_write=True)
         if behind:
             self._notify("outbox")
         return ended
