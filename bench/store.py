@@ -179,6 +179,11 @@ async def main(n: int) -> None:
         os.sched_setaffinity(0, {0})
     with tempfile.TemporaryDirectory() as folder:
         results = [await baseline(Path(folder), n), await groupbot(Path(folder), n)]
+        problems = [
+            f"{system}: {sent} answers recorded sent, expected {3 * (WARM_UP + n)}"
+            for system in ("baseline", "groupbot")
+            if (sent := sent_answers(Path(folder) / f"{system}.db")) != 3 * (WARM_UP + n)
+        ]
     print(f"N={n} webhooks, {CONCURRENCY} at a time, one core")
     print(f"{'system':<10}{'webhooks/s':>12}{'CPU µs':>9}{'writes':>9}{'KB written':>12}")
     for r in results:
@@ -188,6 +193,13 @@ async def main(n: int) -> None:
         )
     base, ours = results
     print(f"CPU a webhook, groupbot / baseline: {ours.cpu_us / base.cpu_us:.2f}")
+    for problem in problems:
+        print(problem)
+
+
+def sent_answers(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbound WHERE state = 'sent'").fetchone()[0])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""bench/e2e.py, run small: the benchmark works from a fresh clone, on both stores, and every
-figure it prints is there and believable (speed itself is for the full run, not for tests)."""
+"""bench/e2e.py and bench/store.py, run small: the benchmarks work from a fresh clone, on both
+stores, and every figure they print is there and believable (speed itself is for the full
+run, not for tests)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,20 @@ def test_the_end_to_end_benchmark_runs_every_system_and_prints_every_figure() ->
     # is printed after the table, one line a system.
     assert not [line for line in lines if line.startswith(("baseline:", "groupbot:", "pg x2:"))]
     assert "failed" not in run.stderr
+
+
+def test_the_store_benchmark_records_every_answer_and_prints_every_figure() -> None:
+    command = [sys.executable, "bench/store.py", "--n", "100"]
+    run = subprocess.run(  # noqa: S603 - our own script
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("system"))
+    assert header.split() == ["system", "webhooks/s", "CPU", "µs", "writes", "KB", "written"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(header) + 1 :][:2]}
+    for system in ("baseline", "groupbot"):
+        assert all(float(figure) > 0 for figure in rows[system]), system
+    [ratio] = [line for line in lines if line.startswith("CPU a webhook, groupbot / baseline:")]
+    assert 0 < float(ratio.rpartition(":")[2]) < 20
+    assert lines[-1] == ratio  # no system fell short of 3 answers sent a webhook
