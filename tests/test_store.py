@@ -575,6 +575,30 @@ async def test_sqlite_a_unit_of_one_write_that_fails_leaves_its_batch_alone(
         await store.close()
 
 
+async def test_sqlite_a_unit_of_one_write_that_fails_after_it_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteStore.open(tmp_path / "bot.db")
+    try:
+
+        def write_then_fail(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO webhook_tokens (jti, seen_at) VALUES ('written', 1)")
+            raise ValueError("a bug after the write")
+
+        outcomes = await asyncio.gather(
+            store._unit(lambda db: db.execute("SELECT 1").fetchone()),
+            store._unit(write_then_fail, one_write=True),
+            return_exceptions=True,
+        )
+
+        assert isinstance(outcomes[1], ValueError)
+        assert isinstance(outcomes[0], sqlite3.OperationalError)  # its batch went with it
+        rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
+        assert rows == []
+    finally:
+        await store.close()
+
+
 async def test_waiting_counts_what_waits_to_be_taken_now(store: Store) -> None:
     await accept(store, "a1", A)
     await accept(store, "b1", B)

@@ -8,10 +8,10 @@ together, instead of one round trip to the thread per statement.
 
 Group commit: units that arrive while a commit is on its way to the disk share the next
 `BEGIN IMMEDIATE` transaction, each in a savepoint of its own (unless its only write is its
-last statement), and one fsync makes them all durable. A unit that fails is rolled back to
-its savepoint alone; a commit that fails fails
-every unit in it, and none of them is written. `BEGIN IMMEDIATE` also serialises writers
-across processes (`groupbot send` beside a running bot).
+last statement, all-or-nothing by itself), and one fsync makes them all durable. A unit that
+fails is rolled back alone (to its savepoint, or by SQLite with its one statement); a commit
+that fails fails every unit in it, and none of them is written. `BEGIN IMMEDIATE` also
+serialises writers across processes (`groupbot send` beside a running bot).
 """
 
 from __future__ import annotations
@@ -267,7 +267,8 @@ class _Transaction:
 
 
 def _run_units(db: sqlite3.Connection, units: list[_Unit], tx: _Transaction) -> None:
-    """Each unit in its savepoint of the open transaction; never raises."""
+    """Each unit in the open transaction (in a savepoint of its own unless it needs none);
+    never raises."""
     for unit in units:
         try:
             unit.value = _in_transaction(db, unit.work, tx, savepoint=unit.savepoint)
@@ -282,6 +283,7 @@ def _in_transaction(
         db.execute("BEGIN IMMEDIATE")
     if savepoint:
         db.execute("SAVEPOINT unit")
+    changes = db.total_changes
     try:
         value = work(db)
     except BaseException as exc:
@@ -291,6 +293,11 @@ def _in_transaction(
         elif savepoint:
             db.execute("ROLLBACK TO unit")
             db.execute("RELEASE unit")
+        elif db.total_changes != changes and tx.lost is None:
+            # Not the one write failing (SQLite undoes that), but something after it: with
+            # no savepoint to roll back to, the whole batch goes, rather than keep a write
+            # whose caller is told it failed.
+            tx.lost = exc
         raise
     if savepoint:
         db.execute("RELEASE unit")
