@@ -375,7 +375,8 @@ def _intents_eval(config: Config, args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else config.intent_threshold
     from bot.evaluation import evaluate, read_labelled  # scikit-learn: only when evaluating
 
-    report = evaluate(intents, read_labelled(args.data), threshold=threshold, per_intent=per_intent)
+    data = read_labelled(args.data, known=intents)
+    report = evaluate(intents, data, threshold=threshold, per_intent=per_intent)
     print(report.as_json() if args.json else report.as_text())
     return 0
 

@@ -12,7 +12,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,17 +62,29 @@ class Report:
         return "\n".join(lines)
 
 
-def read_labelled(path: Path) -> list[Labelled]:
-    """The lines of a JSONL file; InvalidInput naming the line for a bad one."""
+def read_labelled(path: Path, known: Collection[str] | None = None) -> list[Labelled]:
+    """The lines of a JSONL file; InvalidInput naming the line for a bad one, or for a line
+    labelled with an intent not in `known` (a typo would otherwise read as a miss)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(str(path), f"cannot read: {exc}") from None
     lines: list[Labelled] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            lines.append(Labelled.model_validate_json(line))
+            labelled = Labelled.model_validate_json(line)
         except ValidationError as exc:
             problem = invalid_input(exc)
             raise InvalidInput(f"{path}:{number}: {problem.field}", problem.message) from None
+        if known is not None and labelled.intent is not None and labelled.intent not in known:
+            raise InvalidInput(
+                f"{path}:{number}: intent",
+                f"{labelled.intent!r} is not one of the intents evaluated "
+                f"({', '.join(sorted(known))}); null means out of scope",
+            )
+        lines.append(labelled)
     if not lines:
         raise InvalidInput(str(path), "expected JSON lines with text and intent, found none")
     return lines

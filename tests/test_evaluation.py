@@ -51,6 +51,31 @@ def test_a_bad_line_is_named(tmp_path: Path) -> None:
     assert raised.value.field == f"{data}:2: text"
 
 
+def test_a_label_that_is_not_an_intent_is_named(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "hi", "intent": null}\n{"text": "book it", "intent": "bok"}\n')
+
+    with pytest.raises(InvalidInput) as raised:
+        read_labelled(data, known=INTENTS)
+
+    assert raised.value.field == f"{data}:2: intent"
+    assert "'bok' is not one of the intents evaluated (book_visit, opening_hours)" in str(
+        raised.value
+    )
+
+
+async def test_a_missing_data_file_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot(
+        "intents", "eval", "--config", config, "--data", tmp_path / "nope.jsonl", cwd=tmp_path
+    )
+
+    assert result.code == 2, result.err
+    assert "nope.jsonl: cannot read: [Errno 2] No such file or directory" in result.err
+    assert "Traceback" not in result.err
+
+
 async def test_the_command_prints_one_json_object(tmp_path: Path) -> None:
     intents = tmp_path / "intents.yaml"
     intents.write_text(

@@ -22,38 +22,60 @@ def project(folder: Path) -> Path:
     return folder / "config.yaml"
 
 
-async def test_a_new_handler_is_wired_checked_and_its_test_passes(tmp_path: Path) -> None:
+async def run(*command: str | Path, cwd: Path) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=cwd, env=environment(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["scaffold_probe", "water_heater_with_a_very_long_name_for_i"],  # the longest allowed
+)
+async def test_a_new_handler_is_wired_checked_clean_and_its_test_passes(
+    tmp_path: Path, name: str
+) -> None:
     config = project(tmp_path)
     before = config.read_text()
+    spoken = name.replace("_", " ")
 
-    result = await groupbot("new", "handler", "scaffold_probe", "--config", config, cwd=tmp_path)
+    result = await groupbot("new", "handler", name, "--config", config, cwd=tmp_path)
 
     assert result.code == 0, result.err
-    for path in (
-        "handlers/scaffold_probe.py",
-        "templates/scaffold_probe.txt.j2",
-        "tests/test_scaffold_probe.py",
-    ):
-        assert (tmp_path / path).is_file()
+    written = [f"handlers/{name}.py", f"templates/{name}.txt.j2", f"tests/test_{name}.py"]
+    assert all((tmp_path / path).is_file() for path in written)
     after = config.read_text()
     assert (
-        after.replace("handlers.team, handlers.scaffold_probe]", "handlers.team]").replace(
-            "  - name: scaffold_probe\n    keywords: [scaffold_probe]\n"
-            "    handler: scaffold_probe\n    template: scaffold_probe.txt.j2\n",
+        after.replace(f"handlers.team, handlers.{name}]", "handlers.team]").replace(
+            f"  - name: {name}\n    keywords: [{spoken}]\n"
+            f"    handler: {name}\n    template: {name}.txt.j2\n",
             "",
         )
         == before
     )  # only the plugin and the route were added; every comment is still there
     assert (await groupbot("check", "--config", config, cwd=tmp_path)).code == 0
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-        "tests/test_scaffold_probe.py",
-        cwd=tmp_path, env=environment(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, out.decode()
-    assert "1 passed" in out.decode()
+    # The code written passes the checks `make test` runs on the project (whose own package,
+    # bot, sits beside handlers/ and tests/).
+    (tmp_path / "bot").symlink_to(ROOT / "bot")
+    ruff: list[str | Path] = [
+        Path(sys.executable).parent / "ruff",
+        "--config",
+        ROOT / "pyproject.toml",
+    ]
+    sources = [written[0], written[2]]
+    checked = await run(*ruff, "check", "--no-cache", *sources, cwd=tmp_path)
+    assert checked == (0, "All checks passed!\n")
+    formatted = await run(*ruff, "format", "--check", "--no-cache", *sources, cwd=tmp_path)
+    assert formatted[0] == 0, formatted[1]
+    code, out = await run(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", written[2], cwd=tmp_path
+    )
+    assert code == 0, out
+    assert "1 passed" in out
 
 
 @pytest.mark.parametrize(
@@ -101,6 +123,6 @@ async def test_the_config_keeps_its_own_indentation(tmp_path: Path) -> None:
         "plugins:\n- handlers.support\n- handlers.scaffold_probe\n"
         "templates: templates\n"
         "routes:\n- name: hours   # keep me\n  keywords: [hours]\n  template: hours.txt.j2\n"
-        "- name: scaffold_probe\n  keywords: [scaffold_probe]\n  handler: scaffold_probe\n"
+        "- name: scaffold_probe\n  keywords: [scaffold probe]\n  handler: scaffold_probe\n"
         "  template: scaffold_probe.txt.j2\n"
     )
