@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -198,25 +199,13 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
 
     from bot.app import create_app
 
-    bot = build_bot(config)
     host = host or config.server.host
     port = port if port is not None else config.server.port
-    where = f"http://{host}:{port}/"
-    mode = "web chat at " + where if config.provider.kind == "simulator" else "webhooks at " + where
-
-    def ready(_: str) -> None:  # called by aiohttp once the port is bound
-        print(f"groupbot: {len(bot.router.routes)} routes, {mode}", file=sys.stderr, flush=True)
-
-    app = create_app(bot)
-    app.on_startup.append(_settle_gc)  # after the bot's own start-up (its cleanup context)
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            print=ready,
-            shutdown_timeout=15,
-            loop=_event_loop(),
+        # The port first: a busy one is said at once, before anything starts (or is logged
+        # as started) only to stop again.
+        listening = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
         )
     except OSError as exc:
         print(
@@ -225,6 +214,18 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
             file=sys.stderr,
         )
         return 1
+    with listening:
+        bot = build_bot(config)
+        where = f"http://{host}:{port}/"
+        mode = "web chat at " if config.provider.kind == "simulator" else "webhooks at "
+
+        def ready(_: str) -> None:  # called by aiohttp once it serves
+            routes = len(bot.router.routes)
+            print(f"groupbot: {routes} routes, {mode}{where}", file=sys.stderr, flush=True)
+
+        app = create_app(bot)
+        app.on_startup.append(_settle_gc)  # after the bot's own start-up (its cleanup context)
+        web.run_app(app, sock=listening, print=ready, shutdown_timeout=15, loop=_event_loop())
     return 0
 
 

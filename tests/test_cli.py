@@ -387,6 +387,7 @@ async def test_run_on_a_busy_port_says_so_and_exits_1(tmp_path: Path) -> None:
 
     assert result.code == 1
     assert f"groupbot run: cannot listen on 127.0.0.1:{port}" in result.err
+    assert "bot_started" not in result.err  # said before anything starts
     assert "--port N" in result.err
     assert "Traceback" not in result.err
 
