@@ -6,7 +6,8 @@
         assert replies.text == 'The technician is on the way. Reply "arrived" ...'
         assert replies["12025550103"] == [replies.text]   # every member got it
 
-`groupbot` loads the project's config.yaml (or `--groupbot-config PATH`), swaps in the
+`groupbot` loads the project's config.yaml (`--groupbot-config PATH`, else $GROUPBOT_CONFIG,
+else config.yaml in pytest's root folder, else in the current one), swaps in the
 simulator and a fresh SQLite file, and runs the workers. `say` goes through the same signed
 webhook path as Vonage's, and returns once the message is handled and every answer sent.
 `await groupbot.advance(seconds)` moves the bot's clock on, for `ctx.expect` windows.
@@ -14,6 +15,7 @@ webhook path as Vonage's, and returns once the message is handled and every answ
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,7 +37,7 @@ __all__ = ["GroupChat", "Kit", "Replies", "groupbot"]
 
 
 def __getattr__(name: str) -> Any:
-    # The kit's classes load the whole bot (and scikit-learn): only when a test asks for them,
+    # The kit's classes load the whole bot (and numpy): only when a test asks for them,
     # not at every pytest start.
     from bot.simulator import session
 
@@ -49,18 +51,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--groupbot-config",
         default=None,
-        help="config the groupbot fixture loads (default: $GROUPBOT_CONFIG, else ./config.yaml)",
+        help=(
+            "config the groupbot fixture loads (default: $GROUPBOT_CONFIG, else config.yaml "
+            "in pytest's root folder, else in the current one)"
+        ),
     )
 
 
+def _config_path(request: pytest.FixtureRequest) -> Path:
+    from bot.config import DEFAULT_CONFIG, ENV_CONFIG, default_path
+
+    option = request.config.getoption("--groupbot-config")
+    if option:
+        return Path(option)
+    if os.environ.get(ENV_CONFIG):
+        return default_path()
+    # The project's, wherever pytest runs from (`cd tests && pytest` included).
+    at_root = request.config.rootpath / DEFAULT_CONFIG
+    path = at_root if at_root.is_file() else Path(DEFAULT_CONFIG)
+    if not path.is_file():
+        pytest.fail(
+            f"groupbot fixture: no {DEFAULT_CONFIG} in {request.config.rootpath} or "
+            f"{Path.cwd()}; pass --groupbot-config PATH or set {ENV_CONFIG}",
+            pytrace=False,
+        )
+    return path
+
+
 async def _groupbot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
-    from bot.config import default_path
     from bot.core import build_bot
     from bot.runtime import running
     from bot.simulator.session import Session, simulated_config
 
-    option = request.config.getoption("--groupbot-config")
-    config = simulated_config(Path(option) if option else default_path(), tmp_path)
+    config = simulated_config(_config_path(request), tmp_path)
     bot = build_bot(config)
     kit: Session | None = None
 

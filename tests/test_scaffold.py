@@ -76,6 +76,14 @@ async def test_a_new_handler_is_wired_checked_clean_and_its_test_passes(
     )
     assert code == 0, out
     assert "1 passed" in out
+    # Also from the tests' folder: the fixture finds config.yaml in pytest's root folder.
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytest_in_tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    code, out = await run(*pytest_in_tests, f"test_{name}.py", cwd=tmp_path / "tests")
+    assert code == 0, out
+    assert "1 passed" in out
 
 
 @pytest.mark.parametrize(
