@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
+        args.config = args.config or default_path()
         config = load_config(args.config)
         # The chat's own output is the conversation: only warnings and errors beside it.
         configure(
@@ -100,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groupbot", description="A chatbot for US group MMS conversations (Vonage)."
     )
+    config_help = "config file (default: $GROUPBOT_CONFIG, else ./config.yaml)"
+    # Before the command or after it: `groupbot --config x.yaml check` as `check --config`.
+    parser.add_argument("--config", type=Path, default=None, help=config_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -108,12 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         under: argparse._SubParsersAction[argparse.ArgumentParser] = commands,
     ) -> argparse.ArgumentParser:
         sub = under.add_parser(name, help=help, description=help)
-        sub.add_argument(
-            "--config",
-            type=Path,
-            default=default_path(),
-            help="config file (default: $GROUPBOT_CONFIG, else ./config.yaml)",
-        )
+        # SUPPRESS: when not given here, the one given before the command (if any) stays.
+        sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
         return sub
 
     run = command("run", "start the bot: webhooks, workers, and the web chat in simulator mode")

@@ -145,6 +145,23 @@ async def test_check_reports_a_config_that_does_not_exist(tmp_path: Path) -> Non
     assert "absent.yaml: cannot read" in result.err
 
 
+async def test_config_may_come_before_the_command(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    before = await groupbot("--config", config, "check", cwd=tmp_path)
+    absent = await groupbot("--config", tmp_path / "absent.yaml", "check", cwd=tmp_path)
+    # After the command, it wins over one given before.
+    both = await groupbot(
+        "--config", tmp_path / "no.yaml", "check", "--config", config, cwd=tmp_path
+    )
+
+    assert before.code == 0, before.err
+    assert f"{config}: OK" in before.out
+    assert absent.code == 1
+    assert "absent.yaml: cannot read" in absent.err
+    assert both.code == 0, both.err
+
+
 async def test_route_names_the_status_route_and_its_keyword(tmp_path: Path) -> None:
     config = write_config(tmp_path)
 
