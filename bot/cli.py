@@ -27,6 +27,7 @@ from bot.plugins import load_plugins
 from bot.routing import Explanation
 from bot.runtime import running
 from bot.store import OutboxRecord, open_store
+from bot.wording import counted
 
 # CPython collects its youngest generation of container objects once allocations outrun
 # deallocations by this much (its default is 700). A busy bot has thousands of short-lived
@@ -260,8 +261,9 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 def _check(bot: Bot) -> int:
     config = bot.config
     print(
-        f"{config.source}: OK: {len(bot.router.routes)} routes, "
-        f"{len(bot.registry.by_name)} handlers from {len(config.plugins)} plugins, "
+        f"{config.source}: OK: {counted(len(bot.router.routes), 'route')}, "
+        f"{counted(len(bot.registry.by_name), 'handler')} from "
+        f"{counted(len(config.plugins), 'plugin')}, "
         f"provider {config.provider.kind}, store {config.storage.shown_url}"
     )
     return 0
@@ -318,7 +320,7 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
     async with running(bot, workers=False) as runtime:
         broadcast_id = await runtime.send(reply, group)
         records = await runtime.deliver(broadcast_id, within_seconds=args.wait)
-    count = f"{len(records)} member{'s' if len(records) != 1 else ''}"
+    count = counted(len(records), "member")
     print(f"broadcast {broadcast_id} to group {group.key} ({count})")
     for record in records:
         print("  " + format_record(record))
@@ -355,7 +357,7 @@ def format_record(record: OutboxRecord) -> str:
     detail = record.error if record.state == "failed" else record.message_uuid or ""
     if record.status_error:
         detail = f"{detail} ({record.status_error})"
-    attempts = f"{record.attempts} attempt{'s' if record.attempts != 1 else ''}"
+    attempts = counted(record.attempts, "attempt")
     line = f"{display(record.recipient):<16} {record.state:<8} {status:<14} {attempts:<11}"
     return f"{line} {detail}".rstrip()
 

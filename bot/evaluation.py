@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bot.exceptions import InvalidInput
 from bot.intents import IntentClassifier
 from bot.models import invalid_input
+from bot.wording import counted
 
 
 class Labelled(BaseModel):
@@ -48,10 +49,11 @@ class Report:
 
     def as_text(self) -> str:
         lines = [
-            f"trained on {self.examples} examples of {self.intents} intents "
-            f"in {self.train_seconds:.2f} s",
-            f"in-scope accuracy   {self.in_scope_accuracy:6.2f} %  ({self.in_scope_lines} lines)",
-            f"out-of-scope recall {self.oos_recall:6.2f} %  ({self.oos_lines} lines)",
+            f"trained on {counted(self.examples, 'example')} of "
+            f"{counted(self.intents, 'intent')} in {self.train_seconds:.2f} s",
+            f"in-scope accuracy   {self.in_scope_accuracy:6.2f} %  "
+            f"({counted(self.in_scope_lines, 'line')})",
+            f"out-of-scope recall {self.oos_recall:6.2f} %  ({counted(self.oos_lines, 'line')})",
             f"threshold           {self.threshold:6.2f}",
             f"latency (median)    {self.latency_ms_median:6.3f} ms per message",
             "worst intents:",
