@@ -54,8 +54,11 @@ def _mark(function: F, name: str, examples: Sequence[str] = ()) -> F:
 
 
 def _origin(exc: BaseException) -> str:
-    """file:line where the exception was raised (a SyntaxError names its own place)."""
-    where = traceback.extract_tb(exc.__traceback__)[-1]
+    """file:line where the exception was raised, in the plugin's code rather than in the
+    decorator it called (a SyntaxError names its own place)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    theirs = [frame for frame in frames if frame.filename != __file__] or frames
+    where = theirs[-1]
     return f"{where.filename}:{where.lineno}"
 
 

@@ -177,6 +177,26 @@ def test_plugin_raising_while_imported_is_reported(plugins: PluginFolder) -> Non
     assert "RuntimeError: no database configured" in problems[0]
 
 
+def test_a_plugin_s_mistake_with_the_decorator_points_at_the_plugin(
+    plugins: PluginFolder,
+) -> None:
+    broken = plugins.write(
+        "sync",
+        """
+        from bot import handler
+
+        @handler("quote")
+        def quote(ctx):
+            return "not async"
+        """,
+    )
+    _, problems = load_plugins([broken], root=plugins.root)
+
+    [problem] = problems
+    assert "TypeError: @handler: quote must be an async def function" in problem
+    assert problem.endswith(f"({plugins.root / broken}.py:4)")  # the decorator's line
+
+
 def test_plugin_with_a_syntax_error_is_reported(plugins: PluginFolder) -> None:
     broken = plugins.write("syntax", "async def oops(:\n")
     _, problems = load_plugins([broken], root=plugins.root)
