@@ -7,8 +7,10 @@ Relative paths (templates, a relative SQLite file) are resolved against the conf
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -324,6 +326,31 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the config allows at `loc` (list indexes and mapping keys skipped), or none
+    when it cannot tell."""
+    model: type[_Section] = Config
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue  # an index, or a mapping's key: its values are sections of this kind
+        section = _section_in(field.annotation)
+        if section is None:
+            return []
+        model = section
+    return list(model.model_fields)
+
+
+def _section_in(annotation: Any) -> type[_Section] | None:
+    """The section a field holds, itself or in a list, a mapping or an optional."""
+    if isinstance(annotation, type) and issubclass(annotation, _Section):
+        return annotation
+    for argument in typing.get_args(annotation):
+        if (section := _section_in(argument)) is not None:
+            return section
+    return None
+
+
 def _describe(error: Any, source: str, data: dict[str, Any]) -> str:
     loc = tuple(error["loc"])
     where = field_path(loc) if loc else "(top level)"
@@ -337,6 +364,9 @@ def _describe(error: Any, source: str, data: dict[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
+        known = _keys_at(loc[:-1])
+        if nearest := difflib.get_close_matches(str(loc[-1]), known, n=1):
+            message += f"; did you mean {nearest[0]}?"
     elif (
         error["type"] not in ("missing", "value_error")
         and "input" in error

@@ -145,7 +145,9 @@ def test_unknown_route_key_is_refused_with_its_path() -> None:
             route("b", keyword=["b"], template="t.j2"),
         ]
     )
-    assert f"{SOURCE}: routes[1] (b).keyword: unknown key" in problems_of(raw)
+    assert f"{SOURCE}: routes[1] (b).keyword: unknown key; did you mean keywords?" in problems_of(
+        raw
+    )
 
 
 def test_unknown_top_level_key_is_refused_with_its_name() -> None:
@@ -158,12 +160,18 @@ def test_unknown_section_key_is_refused_with_its_path() -> None:
     )
 
 
+def test_an_unknown_key_within_a_mapping_of_sections_is_matched_to_its_own_keys() -> None:
+    problems = problems_of(with_(intents={"book": {"examples": ["a"], "exampels": ["b"]}}))
+
+    assert f"{SOURCE}: intents.book.exampels: unknown key; did you mean examples?" in problems
+
+
 def test_every_unknown_key_is_reported_at_once() -> None:
     problems = problems_of(
         {"bot": {"number": "11234567890", "nmber": "x"}, "server": {"prot": 1}, "extra": 1}
     )
-    assert f"{SOURCE}: bot.nmber: unknown key" in problems
-    assert f"{SOURCE}: server.prot: unknown key" in problems
+    assert f"{SOURCE}: bot.nmber: unknown key; did you mean number?" in problems
+    assert f"{SOURCE}: server.prot: unknown key; did you mean port?" in problems
     assert f"{SOURCE}: extra: unknown key" in problems
 
 
