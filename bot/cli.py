@@ -50,12 +50,11 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         args.config = args.config or default_path()
         config = load_config(args.config)
-        # The chat's own output is the conversation: only warnings and errors beside it.
-        configure(
-            config.log.model_copy(update={"level": "warning"})
-            if args.command == "chat"
-            else config.log
-        )
+        # A command's own output is what it prints (the chat's, the conversation): only
+        # warnings and errors beside it, unless the config asks for debugging. `run` logs as
+        # configured.
+        quiet = args.command != "run" and config.log.level != "debug"
+        configure(config.log.model_copy(update={"level": "warning"}) if quiet else config.log)
         if args.command == "intents":
             return _intents_eval(config, args)
         if args.command == "chat":

@@ -41,7 +41,7 @@ def build_bot(config: Config) -> Bot:
     routes: list[Route] = []
     handlers: dict[int, Handler] = {}  # by route index: a route may be named "fallback"
     names: dict[str, int] = {}
-    keywords: dict[tuple[str, ...], tuple[str, str]] = {}
+    keywords: dict[tuple[str, ...], tuple[str, str, int]] = {}  # -> route, as written, index
     for index, settings in enumerate(config.routes):
         where = f"{source}: routes[{index}] ({settings.name})"
         said = problems.append
@@ -53,13 +53,13 @@ def build_bot(config: Config) -> Bot:
             if not phrase:
                 said(f"{where}: keyword {keyword!r} has no letters or digits to match")
             elif phrase in keywords:
-                owner, first = keywords[phrase]
+                owner, first, _ = keywords[phrase]
                 same = (
                     "" if first == keyword else f" as {first!r} (case and punctuation are ignored)"
                 )
                 said(f"{where}: keyword {keyword!r} is already used{same} by route {owner!r}")
             else:
-                keywords[phrase] = (settings.name, keyword)
+                keywords[phrase] = (settings.name, keyword, index)
         pattern = _compile(settings, where, problems)
         if settings.intent is not None and settings.intent in intent_routes:
             owner = intent_routes[settings.intent]
@@ -109,10 +109,11 @@ def build_bot(config: Config) -> Bot:
             problems.append(f"{source}: compliance.{key}: {problem}")
     for keyword in compliance.stop_words + compliance.start_words + compliance.help_words:
         if words(keyword) in keywords:
-            owner, _ = keywords[words(keyword)]
+            owner, written, at = keywords[words(keyword)]
             problems.append(
-                f"{source}: compliance: {keyword!r} is a carrier keyword, answered before any "
-                f"route, so route {owner!r} would never get it"
+                f"{source}: routes[{at}] ({owner}): keyword {written!r} is the carrier "
+                f"keyword {keyword!r} (compliance), answered before any route: this route "
+                "would never get it"
             )
 
     if problems:

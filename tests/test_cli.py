@@ -93,6 +93,7 @@ async def test_check_accepts_the_shipped_config(tmp_path: Path) -> None:
     routes = len(shipped_config()["routes"])
     assert f"{config}: OK: {routes} routes" in result.out
     assert "provider simulator" in result.out
+    assert result.err == ""  # no log lines beside the answer (the intents trained, say)
 
 
 async def test_check_shows_the_database_url_without_its_password(tmp_path: Path) -> None:

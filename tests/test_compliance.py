@@ -120,7 +120,8 @@ def test_a_route_keyword_that_is_a_carrier_keyword_is_a_conflict() -> None:
     raw["routes"].append({"name": "helpdesk", "keywords": ["help"], "template": "hours.txt.j2"})
     with pytest.raises(ConfigError) as raised:
         build_bot(parse_config(raw, root=ROOT))
+    index = len(raw["routes"]) - 1
     assert raised.value.problems == [
-        "config.yaml: compliance: 'HELP' is a carrier keyword, answered before any route, "
-        "so route 'helpdesk' would never get it"
+        f"config.yaml: routes[{index}] (helpdesk): keyword 'help' is the carrier keyword "
+        "'HELP' (compliance), answered before any route: this route would never get it"
     ]
