@@ -70,6 +70,7 @@ class Registry:
     by_name: Mapping[str, Handler]
     by_reference: Mapping[str, Handler]
     examples: Mapping[str, tuple[str, ...]]  # intent (the handler's name) -> its sentences
+    unimported: tuple[str, ...] = ()  # listed plugins that could not be imported
 
     def resolve(self, reference: str) -> Handler | None:
         return self.by_name.get(reference) or self.by_reference.get(reference)
@@ -78,10 +79,17 @@ class Registry:
         module, _, function = reference.partition(":")
         if function and module not in self.plugins:
             return f"handler {reference!r}: module {module!r} is not listed in plugins"
+        if function and module in self.unimported:
+            return f"handler {reference!r}: module {module!r} could not be imported (above)"
         if function:
             return f"handler {reference!r}: {module} has no @handler function {function!r}"
         known = ", ".join(sorted(self.by_name)) or "none"
-        return f"handler {reference!r} is not registered (registered: {known})"
+        unimported = (
+            f"; or it is in {', '.join(self.unimported)}, which could not be imported (above)"
+            if self.unimported
+            else ""
+        )
+        return f"handler {reference!r} is not registered (registered: {known}){unimported}"
 
 
 def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[str]]:
@@ -92,8 +100,9 @@ def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[
     problems: list[str] = []
     by_name: dict[str, Handler] = {}
     by_reference: dict[str, Handler] = {}
-    owner: dict[str, str] = {}
+    owner: dict[str, str] = {}  # registered name -> module:function
     examples: dict[str, tuple[str, ...]] = {}
+    unimported: list[str] = []
     for i, module_name in enumerate(modules):
         try:
             module = importlib.import_module(module_name)
@@ -102,20 +111,23 @@ def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[
                 f"plugins[{i}]: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
                 + ("" if isinstance(exc, SyntaxError) else f" ({_origin(exc)})")
             )
+            unimported.append(module_name)
             continue
         for attribute, function in vars(module).items():
             name = getattr(function, _MARK, None)
             if not isinstance(name, str) or function.__module__ != module.__name__:
                 continue
-            by_reference[f"{module_name}:{attribute}"] = function
+            reference = f"{module_name}:{attribute}"
+            by_reference[reference] = function
             if name in owner:
                 problems.append(
-                    f"plugins[{i}]: handler name {name!r} in {module_name} is already "
+                    f"plugins[{i}]: handler name {name!r} of {reference} is already "
                     f"registered by {owner[name]}"
                 )
                 continue
-            owner[name] = module_name
+            owner[name] = reference
             by_name[name] = function
             if declared := getattr(function, _EXAMPLES, ()):
                 examples[name] = declared
-    return Registry(tuple(modules), by_name, by_reference, examples), problems
+    registry = Registry(tuple(modules), by_name, by_reference, examples, tuple(unimported))
+    return registry, problems

@@ -246,9 +246,10 @@ def test_two_plugins_registering_one_name_is_a_problem(plugins: PluginFolder) ->
     )
     registry, problems = load_plugins([first, second], root=plugins.root)
     assert len(problems) == 1
-    assert problems[0].startswith("plugins[1]: handler name 'status'")
-    assert second in problems[0]
-    assert f"already registered by {first}" in problems[0]
+    assert problems[0] == (
+        f"plugins[1]: handler name 'status' of {second}:other_status is already registered "
+        f"by {first}:status"
+    )
     # The first registration is kept; the second stays reachable by reference.
     assert registry.by_name["status"] is registry.by_reference[f"{first}:status"]
     assert registry.resolve(f"{second}:other_status") is not None
@@ -289,6 +290,21 @@ def test_describe_missing_name_lists_the_registered_names() -> None:
 def test_describe_missing_name_with_nothing_registered_says_none() -> None:
     message = registry_with().describe_missing("status")
     assert message == "handler 'status' is not registered (registered: none)"
+
+
+def test_describe_missing_says_which_plugins_could_not_be_imported(
+    plugins: PluginFolder,
+) -> None:
+    good = plugins.write("good", HANDLERS)
+    broken = plugins.write("broken", "raise RuntimeError('no database configured')\n")
+    registry, _ = load_plugins([good, broken], root=plugins.root)
+
+    assert registry.describe_missing("quote").endswith(
+        f"; or it is in {broken}, which could not be imported (above)"
+    )
+    assert registry.describe_missing(f"{broken}:quote") == (
+        f"handler '{broken}:quote': module '{broken}' could not be imported (above)"
+    )
 
 
 def test_describe_missing_reference_to_a_module_not_in_plugins() -> None:
