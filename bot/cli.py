@@ -279,8 +279,9 @@ def format_explanation(bot: Bot, explanation: Explanation) -> str:
             )
     else:
         lines.append("no keyword, pattern or intent route matches")
-    for intent, score in explanation.intent_scores[:3]:
-        lines.append(f"  intent {intent}: {score:.2f}")
+    if scores := explanation.intent_scores[:3]:
+        shown = ", ".join(f"{intent} {score:.2f}" for intent, score in scores)
+        lines.append(f"intent scores, likeliest first: {shown}")
     winner = explanation.winner
     if winner is None:
         lines.append("result: no route answers; the bot stays silent")

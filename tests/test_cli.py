@@ -181,6 +181,9 @@ async def test_route_says_the_bot_stays_silent_when_nothing_matches(tmp_path: Pa
     assert result.code == 0, result.err
     assert "no keyword, pattern or intent route matches" in result.out
     assert "result: no route answers; the bot stays silent" in result.out
+    # The likeliest intents, on one line: what it took the message for, and how sure.
+    [scores] = [line for line in result.out.splitlines() if "intent scores" in line]
+    assert re.fullmatch(r"intent scores, likeliest first: book \d\.\d\d", scores)
 
 
 # -- send ----------------------------------------------------------------------------------
