@@ -352,6 +352,8 @@ def _save(path: Path, classifier: IntentClassifier) -> None:
             classifier.save(f)
         partial.replace(path)
         partial = None
+        for legacy in path.parent.glob("intents-*.pickle"):  # models of the former format
+            legacy.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("intents_cache_not_written", path=str(path), error=str(exc))
     finally:

@@ -66,6 +66,18 @@ def test_unchanged_examples_load_from_the_cache_instead_of_training(tmp_path: Pa
     assert [p.name for p in tmp_path.iterdir()] == [f"intents-{cache_key(INTENTS)}.npz"]
 
 
+def test_a_model_of_the_former_format_is_removed_once_a_new_one_is_saved(
+    tmp_path: Path,
+) -> None:
+    legacy = tmp_path / "intents-0123456789abcdef01234567.pickle"
+    legacy.write_bytes(b"a pickled model, never read")
+
+    load_or_train(INTENTS, tmp_path)
+
+    assert not legacy.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [f"intents-{cache_key(INTENTS)}.npz"]
+
+
 def test_changed_examples_train_again(tmp_path: Path) -> None:
     load_or_train(INTENTS, tmp_path)
     changed = {**INTENTS, "billing": ["how much do i owe", "send me the invoice"]}
