@@ -1,0 +1,172 @@
+"""A bot assembled from its config: routes checked, plugins loaded, templates found.
+
+`build_bot` reports every problem at once (a keyword used by two routes, a pattern that does
+not compile, a missing handler or template), each with the route's name, so that
+`groupbot check` and start-up say everything that is wrong in one go.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.config import Config, RouteSettings
+from bot.dispatch import Dispatcher
+from bot.exceptions import ConfigError
+from bot.plugins import Handler, Registry, load_plugins
+from bot.routing import Route, Router, words
+from bot.templates import Templates
+
+
+@dataclass(frozen=True)
+class Bot:
+    config: Config
+    registry: Registry
+    templates: Templates
+    router: Router
+    dispatcher: Dispatcher
+
+
+def build_bot(config: Config) -> Bot:
+    """Check and assemble everything the config declares; raise ConfigError listing problems."""
+    source = config.source
+    registry, plugin_problems = load_plugins(config.plugins, root=config.root)
+    problems = [f"{source}: {p}" for p in plugin_problems]
+    templates = Templates(config.templates_dir)
+    if not config.templates_dir.is_dir():
+        problems.append(f"{source}: templates: folder {config.templates_dir} does not exist")
+
+    intents = intent_examples(config, registry)
+    intent_routes: dict[str, str] = {}
+    routes: list[Route] = []
+    handlers: dict[int, Handler] = {}  # by route index: a route may be named "fallback"
+    names: dict[str, int] = {}
+    keywords: dict[tuple[str, ...], tuple[str, str, int]] = {}  # -> route, as written, index
+    for index, settings in enumerate(config.routes):
+        where = f"{source}: routes[{index}] ({settings.name})"
+        said = problems.append
+        if settings.name in names:
+            said(f"{where}: name is already used by routes[{names[settings.name]}]")
+        names.setdefault(settings.name, index)
+        for keyword in settings.keywords or ():
+            phrase = words(keyword)
+            if not phrase:
+                said(f"{where}: keyword {keyword!r} has no letters or digits to match")
+            elif phrase in keywords:
+                owner, first, _ = keywords[phrase]
+                same = (
+                    "" if first == keyword else f" as {first!r} (case and punctuation are ignored)"
+                )
+                said(f"{where}: keyword {keyword!r} is already used{same} by route {owner!r}")
+            else:
+                keywords[phrase] = (settings.name, keyword, index)
+        pattern = _compile(settings, where, problems)
+        if settings.intent is not None and settings.intent in intent_routes:
+            owner = intent_routes[settings.intent]
+            said(f"{where}: intent {settings.intent!r} is already used by route {owner!r}")
+        if settings.intent is not None:
+            intent_routes.setdefault(settings.intent, settings.name)
+        if settings.intent is not None and settings.intent not in intents:
+            said(
+                f"{where}: intent {settings.intent!r} has no examples "
+                "(under intents: in the config, or @handler(..., examples=[...]))"
+            )
+        _check_answer(settings.handler, settings.template, where, registry, templates, problems)
+        function = registry.resolve(settings.handler) if settings.handler else None
+        if function is not None:
+            handlers[index] = function
+        routes.append(
+            Route(
+                name=settings.name,
+                index=index,
+                handler=settings.handler,
+                template=settings.template,
+                keywords=tuple(settings.keywords or ()),
+                pattern=pattern,
+                intent=settings.intent,
+                threshold=settings.threshold,
+            )
+        )
+
+    fallback: Route | None = None
+    if config.fallback is not None:
+        where = f"{source}: fallback"
+        _check_answer(
+            config.fallback.handler, config.fallback.template, where, registry, templates, problems
+        )
+        fallback = Route("fallback", len(routes), config.fallback.handler, config.fallback.template)
+        function = registry.resolve(config.fallback.handler) if config.fallback.handler else None
+        if function is not None:
+            handlers[fallback.index] = function
+
+    error_template = config.handlers.error_template
+    if error_template is not None and (problem := templates.problem(error_template)):
+        problems.append(f"{source}: handlers.error_template: {problem}")
+    compliance = config.compliance
+    for key in ("stop_template", "start_template", "help_template"):
+        name = getattr(compliance, key)
+        if name is not None and (problem := templates.problem(name)):
+            problems.append(f"{source}: compliance.{key}: {problem}")
+    for keyword in compliance.stop_words + compliance.start_words + compliance.help_words:
+        if words(keyword) in keywords:
+            owner, written, at = keywords[words(keyword)]
+            problems.append(
+                f"{source}: routes[{at}] ({owner}): keyword {written!r} is the carrier "
+                f"keyword {keyword!r} (compliance), answered before any route: this route "
+                "would never get it"
+            )
+
+    if problems:
+        raise ConfigError(problems)
+    classifier = None
+    if any(route.intent for route in routes):
+        # Imported here: numpy, the tokenizer and the word-piece table cost about 36 MB.
+        from bot.intents import load_or_train
+
+        classifier = load_or_train(intents, config.root / "var" / "cache").classifier
+    router = Router(
+        routes, fallback=fallback, classifier=classifier, threshold=config.intent_threshold
+    )
+    dispatcher = Dispatcher(
+        router,
+        handlers,
+        templates,
+        bot_number=config.bot.number,
+        timeout_seconds=config.handlers.timeout_seconds,
+        error_template=error_template,
+        compliance=config.compliance,
+    )
+    return Bot(config, registry, templates, router, dispatcher)
+
+
+def intent_examples(config: Config, registry: Registry) -> dict[str, list[str]]:
+    """Each intent's examples: from config.yaml, plus those its handler declares."""
+    intents = {name: list(settings.examples) for name, settings in config.intents.items()}
+    for name, examples in registry.examples.items():
+        intents.setdefault(name, []).extend(e for e in examples if e not in intents[name])
+    return intents
+
+
+def _compile(settings: RouteSettings, where: str, problems: list[str]) -> re.Pattern[str] | None:
+    if settings.pattern is None:
+        return None
+    try:
+        # Case-insensitive like keywords; `(?-i:...)` opts a part out.
+        return re.compile(settings.pattern, re.IGNORECASE)
+    except re.error as exc:
+        problems.append(f"{where}: pattern: {exc}")
+        return None
+
+
+def _check_answer(
+    handler: str | None,
+    template: str | None,
+    where: str,
+    registry: Registry,
+    templates: Templates,
+    problems: list[str],
+) -> None:
+    if handler is not None and registry.resolve(handler) is None:
+        problems.append(f"{where}: {registry.describe_missing(handler)}")
+    if template is not None and (problem := templates.problem(template)):
+        problems.append(f"{where}: {problem}")

@@ -1,0 +1,76 @@
+"""structlog set-up: one event per stage, context bound once (message_uuid, group, route),
+JSON when not on a terminal, phone numbers masked to their last four digits by default."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+from bot.config import LogSettings
+from bot.numbers import mask
+
+# A run of 7 to 15 digits standing alone: a phone number, whether it is a whole value or
+# inside a sentence ("expected the bot's number 11234567890"); not part of a UUID or a word.
+_NUMBER = re.compile(r"(?<![\w-])\+?\d{7,15}(?![\w-])")
+
+
+def _masked(found: re.Match[str]) -> str:
+    return mask(found.group())
+
+
+def mask_numbers(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask every phone number in the event, however deep, to its last 4 digits."""
+    for key, value in event.items():
+        event[key] = _mask(value)
+    return event
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NUMBER.sub(_masked, value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return value
+
+
+def configure(settings: LogSettings) -> None:
+    json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text before masking, so numbers inside them are masked too.
+        structlog.processors.format_exc_info,
+    ]
+    if settings.mask_numbers:
+        processors.append(mask_numbers)
+    factory: Any = structlog.PrintLoggerFactory(sys.stderr)
+    if json and (stream := getattr(sys.stderr, "buffer", None)) is not None:
+        # orjson and bytes straight to stderr, as structlog advises for speed: at the
+        # default level a bot writes several lines a message (bench/RESULTS.md).
+        processors.append(
+            structlog.processors.JSONRenderer(
+                serializer=orjson.dumps, option=orjson.OPT_NON_STR_KEYS
+            )
+        )
+        factory = structlog.BytesLoggerFactory(stream)
+    elif json:
+        processors.append(structlog.processors.JSONRenderer(ensure_ascii=False))
+    else:
+        processors.append(structlog.dev.ConsoleRenderer())
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[settings.level.upper()]
+        ),
+        logger_factory=factory,
+        cache_logger_on_first_use=False,
+    )

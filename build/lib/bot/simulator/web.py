@@ -1,0 +1,169 @@
+"""The web chat of the simulator: type as any member of a group, see every member's phone.
+
+A member's message goes through the same path as a webhook from Vonage (`inbox.accept`);
+what each phone shows is read from the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.groups import Group
+from bot.http import RUNTIME, invalid, problem
+from bot.models import Number, invalid_input
+from bot.runtime import Runtime
+from bot.webhooks import receive_inbound
+
+STATIC = Path(__file__).parent / "static"
+
+
+class MemberMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sender: Number = Field(alias="from")
+    members: list[Number] = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=640)
+
+
+def inbound_body(*, bot_number: str, sender: str, members: list[str], text: str) -> bytes:
+    """The webhook Vonage would post when `sender` writes `text` to the group."""
+    participants = [m for m in dict.fromkeys(members) if m not in (sender, bot_number)]
+    body: dict[str, object] = {
+        "channel": "mms",
+        "message_uuid": str(uuid.uuid4()),
+        "to": bot_number,
+        "from": sender,
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "message_type": "text",
+        "text": text,
+    }
+    if participants:
+        body["mms"] = {"participants": participants}
+    return json.dumps(body).encode()
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def groups(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    found = await runtime.store.groups()
+    return web.json_response([{"key": key, "members": list(members)} for key, members in found])
+
+
+async def _conversation(runtime: Runtime, key: str) -> dict[str, Any] | None:
+    """What every member's phone shows, or None for an unknown group."""
+    members = dict(await runtime.store.groups()).get(key)
+    if members is None:
+        return None
+    entries = await runtime.store.conversation(key)
+    phones = {
+        member: [
+            {
+                "at": e.at,
+                "from": e.sender,
+                "text": e.text,
+                "state": e.state,
+                "mine": e.sender == member,
+                "participants": list(e.participants),
+                "media": {"kind": e.media_kind, "url": e.media_url} if e.media_kind else None,
+            }
+            for e in entries
+            if e.sender == member or member in e.recipients
+        ]
+        for member in members
+    }
+    number = runtime.bot.config.bot.number
+    return {"key": key, "bot_number": number, "members": list(members), "phones": phones}
+
+
+async def conversation(request: web.Request) -> web.Response:
+    key = request.match_info["key"]
+    found = await _conversation(request.app[RUNTIME], key)
+    if found is None:
+        return problem(404, "No such group", f"no group {key!r}")
+    return web.json_response(found)
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """A member writes to the group: the webhook Vonage would send, signed as Vonage signs
+    it, goes through the same path as a real one."""
+    runtime = request.app[RUNTIME]
+    structlog.contextvars.clear_contextvars()
+    number = runtime.bot.config.bot.number
+    if request.content_type != "application/json":  # no cross-site form posts
+        return problem(415, "Unsupported media type", "expected Content-Type: application/json")
+    try:
+        said = MemberMessage.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return invalid(invalid_input(exc))
+    body = inbound_body(bot_number=number, sender=said.sender, members=said.members, text=said.text)
+    signature = runtime.verifier.sign(body) if runtime.verifier else None
+    answer = await receive_inbound(runtime, body, signature)
+    if answer.status != 200:
+        return answer
+    group = Group.of([said.sender, *said.members], bot_number=number)
+    return web.json_response({"group": group.key}, status=201)
+
+
+def add_routes(app: web.Application) -> None:
+    app[STREAMS] = Streams()
+    app.on_shutdown.append(_close_streams)
+    app.router.add_get("/", index)
+    app.router.add_get("/simulator/groups", groups)
+    app.router.add_get("/simulator/groups/{key}", conversation)
+    app.router.add_get("/simulator/groups/{key}/events", events)
+    app.router.add_post("/simulator/messages", post_message)
+
+
+HEARTBEAT_SECONDS = 15.0
+
+
+@dataclass
+class Streams:
+    """The open event streams, told to end when the bot shuts down (a stream never ends by
+    itself, and would hold the shutdown for its whole grace period)."""
+
+    closing: bool = False
+
+
+STREAMS = web.AppKey("simulator_streams", Streams)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the group's conversation, again whenever it changes."""
+    runtime = request.app[RUNTIME]
+    streams = request.app[STREAMS]
+    key = request.match_info["key"]
+    if await _conversation(runtime, key) is None:
+        return problem(404, "No such group", f"no group {key!r}")
+    stream = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await stream.prepare(request)
+    last = b""
+    with contextlib.suppress(ConnectionResetError):
+        while not streams.closing:
+            seen = runtime.changes.version
+            payload = json.dumps(await _conversation(runtime, key)).encode()
+            # A comment line when nothing changed keeps proxies from closing an idle stream.
+            await stream.write(b"data: " + payload + b"\n\n" if payload != last else b": idle\n\n")
+            last = payload
+            await runtime.changes.wait(seen, HEARTBEAT_SECONDS)
+    return stream
+
+
+async def _close_streams(app: web.Application) -> None:
+    app[STREAMS].closing = True
+    if RUNTIME in app:
+        app[RUNTIME].changes.notify()

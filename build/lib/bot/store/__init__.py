@@ -1,0 +1,349 @@
+"""Durable state: the inbox, the outbox, groups and their state, delivery statuses.
+
+`Store` is the protocol every backend implements; `open_store(url)` picks one by URL scheme.
+Every method that changes more than one row does so in one transaction: a crash leaves
+either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from bot.exceptions import LeaseLost
+from bot.models import InboundMessage, MessageStatus, OutboundMessage
+
+__all__ = [
+    "Accepted",
+    "InboundRecord",
+    "InboxItem",
+    "LeaseLost",
+    "OutboxEntry",
+    "OutboxItem",
+    "OutboxRecord",
+    "Store",
+    "Take",
+    "ThreadEntry",
+    "UsageRow",
+    "entries",
+    "open_store",
+]
+
+OutboxState = Literal["pending", "sending", "sent", "failed"]
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A stored inbound message, claimed for processing, with its group's state."""
+
+    message_uuid: str
+    group_key: str
+    members: tuple[str, ...]
+    state: dict[str, Any]
+    body: bytes
+    attempts: int
+    opted_out: frozenset[str] = frozenset()  # members who sent STOP
+    received_at: float = 0.0  # when the webhook was stored
+    # The body parsed, when the process that stored it took it at once (else parsed anew).
+    message: InboundMessage | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Take:
+    """Claim new items for this process as they are stored, up to `limit` of them, when they
+    are next in line (nothing older of their group, or of their member, is still open).
+
+    The process that stores work it has room for takes it at once, instead of storing it
+    for a claim to find: one write instead of two, and no wait for a claim loop."""
+
+    limit: int
+    lease_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"Take.limit: expected at least 1, got {self.limit}")
+
+    @classmethod
+    def up_to(cls, limit: int, lease_seconds: float) -> Take | None:
+        """Take up to `limit` items; None (store them for a claim) when there is no room."""
+        return cls(limit, lease_seconds) if limit > 0 else None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What storing a webhook did: stored it (`new`), and took it for this process (`item`)."""
+
+    new: bool
+    item: InboxItem | None = None
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    """Where one inbound message stands (for `groupbot status`)."""
+
+    message_uuid: str
+    group_key: str
+    state: str
+    route: str | None
+    error: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One member's message of a broadcast, before it is stored."""
+
+    broadcast_id: str
+    group_key: str
+    message: OutboundMessage
+    inbound_uuid: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.message.client_ref:
+            raise ValueError("OutboxEntry.message.client_ref: required; build with entries()")
+
+
+def entries(
+    broadcast_id: str,
+    group_key: str,
+    messages: Sequence[OutboundMessage],
+    *,
+    inbound_uuid: str | None = None,
+) -> list[OutboxEntry]:
+    """A broadcast's rows, each with a `client_ref` (echoed in its status callbacks)."""
+    return [
+        OutboxEntry(
+            broadcast_id,
+            group_key,
+            message.model_copy(update={"client_ref": f"{broadcast_id}/{n}"}),
+            inbound_uuid,
+        )
+        for n, message in enumerate(messages)
+    ]
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A stored outbound message, claimed for sending."""
+
+    id: int
+    broadcast_id: str
+    group_key: str
+    message: OutboundMessage
+    attempts: int
+    created_at: float
+    origin_at: float  # when the webhook it answers was stored (else when it was queued)
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """Where one member's message stands: queue state, API id, latest delivery status."""
+
+    id: int
+    broadcast_id: str
+    recipient: str
+    state: OutboxState
+    attempts: int
+    message_uuid: str | None
+    error: str | None
+    status: str | None
+    status_error: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class ThreadEntry:
+    """One line of a conversation as the simulated phones show it."""
+
+    at: float
+    sender: str
+    recipients: tuple[str, ...]
+    text: str
+    state: str
+    participants: tuple[str, ...] = ()  # what the recipient's message listed (bot messages)
+    media_kind: str | None = None
+    media_url: str | None = None
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """What one group's messages cost on one day (UTC)."""
+
+    day: str  # YYYY-MM-DD
+    group_key: str
+    messages: int  # sent, each billed as one MMS
+    spend: dict[str, Decimal]  # by currency, from the status callbacks' usage.price
+
+
+class Store(Protocol):
+    owner: str  # who this process is on the claims it takes
+
+    async def ping(self) -> None: ...
+
+    async def schema_version(self) -> int:
+        """How many migrations have been applied."""
+        ...
+
+    def listen(self, on_notify: Callable[[str], None]) -> None:
+        """Have `on_notify("inbox" | "outbox")` called when a queue holds work its callers
+        were not told of: another process stored or queued a message (a fleet on
+        PostgreSQL), or one that waited behind a message just completed or sent may go now
+        (its group's next inbound message; its member's next outbound one). Workers claim
+        only when told, or at their poll."""
+        ...
+
+    async def reserve_send(self, key: str, interval_seconds: float, count: int = 1) -> float:
+        """Reserve the next `count` send slots of `key` (one every `interval_seconds`, for
+        every process this store is shared by); return the seconds until the first."""
+        ...
+
+    async def release_orphans(self) -> int:
+        """Free the claims of this host's processes that are gone; return how many."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def accept_inbound(
+        self,
+        message_uuid: str,
+        group_key: str,
+        members: Sequence[str],
+        body: bytes,
+        now: float,
+        *,
+        jti: str | None = None,
+        take: Take | None = None,
+    ) -> Accepted:
+        """Store a webhook durably; `new` is False when this message_uuid was stored before.
+
+        `jti` is the signed webhook token's id: Replayed (nothing stored) if seen before.
+        With `take`, a new message that heads its group is claimed at once (`item`).
+        """
+        ...
+
+    async def claim_inbound(
+        self, limit: int, now: float, lease_seconds: float, max_attempts: int
+    ) -> list[InboxItem]:
+        """The oldest unprocessed message of each group that has no message in progress.
+
+        A message whose lease ran out `max_attempts` times is marked failed instead.
+        """
+        ...
+
+    async def complete_inbound(
+        self,
+        item: InboxItem,
+        *,
+        now: float,
+        route: str | None,
+        outbound: Sequence[OutboxEntry],
+        state: str | None,
+        error: str | None = None,
+        consent: tuple[str, bool] | None = None,
+        take: Take | None = None,
+    ) -> list[OutboxItem]:
+        """Mark processed, queue its outbound messages, save the group state (JSON) and a
+        number's opt-out (False) or opt-in (True), atomically; raise LeaseLost (writing
+        nothing) if the item was claimed again. With `take`, the queued messages that head
+        their member's queue are claimed at once and returned."""
+        ...
+
+    async def opted_out(self, numbers: Sequence[str]) -> frozenset[str]:
+        """Which of `numbers` sent STOP (and not START since)."""
+        ...
+
+    async def load_state(self, group_key: str) -> dict[str, Any]: ...
+
+    async def enqueue(
+        self, outbound: Sequence[OutboxEntry], members: Sequence[str], now: float
+    ) -> None:
+        """Queue a broadcast that answers no inbound message (`groupbot send`, the admin API)."""
+        ...
+
+    async def claim_outbound(
+        self,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+        *,
+        broadcast_id: str | None = None,
+    ) -> list[OutboxItem]:
+        """Due messages, at most one in flight per member of a group, oldest first."""
+        ...
+
+    async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> bool:
+        """True when it was the last of its broadcast still to go: of outcomes recorded at
+        once by one process, exactly one (on PostgreSQL, two processes recording a
+        broadcast's last two at the same instant may both see False). Each record_* raises
+        LeaseLost (writing nothing) if the item was claimed again."""
+        ...
+
+    async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None: ...
+
+    async def record_failed(self, item: OutboxItem, error: str, now: float) -> None: ...
+
+    async def record_status(
+        self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None
+    ) -> bool:
+        """Attach a delivery status to its outbound message; False when none matches."""
+        ...
+
+    async def broadcast(self, broadcast_id: str) -> list[OutboxRecord]: ...
+
+    async def inbound(self, message_uuid: str) -> InboundRecord | None: ...
+
+    async def groups(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Every known group's key and members, most recently active first."""
+        ...
+
+    async def conversation(self, group_key: str) -> list[ThreadEntry]:
+        """A group's inbound and outbound messages in time order (for the simulator)."""
+        ...
+
+    async def usage(self, since: float) -> list[UsageRow]:
+        """Messages sent and their price, per group and day, from `since` on."""
+        ...
+
+    async def queued_since(self, group_key: str, since: float) -> int:
+        """The group's messages queued since `since` and not failed (they will be billed)."""
+        ...
+
+    async def depths(self) -> dict[str, int]:
+        """Items waiting or in progress: {"inbox": n, "outbox": n}."""
+        ...
+
+    async def oldest(self, now: float) -> dict[str, float]:
+        """When the oldest item waiting in each queue (and due by `now`) was stored, for
+        queues that have one."""
+        ...
+
+    async def waiting(self, now: float) -> dict[str, int]:
+        """Items waiting to be taken now, {"inbox": n, "outbox": n}: inbound messages not
+        yet claimed and outbound messages due (a retry scheduled for later does not count)."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """When the earliest pending outbound message becomes due, if any."""
+        ...
+
+
+async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
+    """Open (and create or upgrade) the store at `url`, relative paths against `root`."""
+    if url.startswith("sqlite:///"):
+        from bot.store.sqlite import SqliteStore
+
+        path = Path(url.removeprefix("sqlite:///"))
+        return await SqliteStore.open(path if path.is_absolute() else root / path)
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from bot.store.postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is an extra
+            raise ValueError(
+                "storage.url: PostgreSQL needs asyncpg: pip install 'groupbot[postgres]'"
+            ) from exc
+        return await PostgresStore.open(url, pool_size=pool_size)
+    raise ValueError("storage.url: unsupported scheme; expected sqlite:///PATH or postgresql://...")
