@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import socket
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from bot import listen
 from bot.compose import compose
 from bot.config import Config, IntentSettings, default_path, load_config, load_yaml
 from bot.core import Bot, build_bot, intent_examples
@@ -46,14 +48,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130  # Ctrl-C: the usual exit status, no traceback
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return port
+
+
 def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         args.config = args.config or default_path()
         config = load_config(args.config)
-        # A command's own output is what it prints (the chat's, the conversation): only
-        # warnings and errors beside it, unless the config asks for debugging. `run` logs as
-        # configured.
-        quiet = args.command != "run" and config.log.level != "debug"
+        # A command's own output is what it prints (the chat's, the conversation): at the
+        # default level, only warnings and errors beside it. `run` logs as configured, and
+        # so does every command at another level (debug to see more, error to see less).
+        quiet = args.command != "run" and config.log.level == "info"
         configure(config.log.model_copy(update={"level": "warning"}) if quiet else config.log)
         if args.command == "intents":
             return _intents_eval(config, args)
@@ -68,7 +80,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             for path in written.paths:
                 print(f"wrote {path}")
             print(
-                f"try it: groupbot route '{args.name}'; test it: pytest tests/test_{args.name}.py"
+                f"try it: groupbot route '{written.keyword}'; "
+                f"test it: pytest tests/test_{args.name}.py"
             )
             return 0
         if args.command == "run":
@@ -118,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command("run", "start the bot: webhooks, workers, and the web chat in simulator mode")
     run.add_argument("--host", help="address to listen on (default: server.host)")
-    run.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    run.add_argument("--port", type=_port, help="port to listen on (default: server.port)")
     command("check", "check config.yaml: routes, plugins, handlers, templates")
     route = command("route", "show which route would answer a message, and why")
     route.add_argument("text", help="the message text")
@@ -204,19 +217,23 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
     try:
         # The port first: a busy one is said at once, before anything starts (or is logged
         # as started) only to stop again.
-        listening = socket.create_server(
-            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
-        )
+        sockets = listen.bind(host, port)
     except OSError as exc:
+        hint = (
+            "check --host (or server.host in the config)"
+            if isinstance(exc, socket.gaierror)
+            else "choose another with --port N (make run PORT=N, or server.port in the config)"
+        )
         print(
-            f"groupbot run: cannot listen on {host}:{port}: {exc.strerror}; "
-            "choose another with --port N (make run PORT=N, or server.port in the config)",
+            f"groupbot run: cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}",
             file=sys.stderr,
         )
         return 1
-    with listening:
+    with contextlib.ExitStack() as bound:
+        for listening in sockets:
+            bound.enter_context(listening)
         bot = build_bot(config)
-        where = f"http://{host}:{port}/"
+        where = listen.url(host, sockets[0])
         mode = "web chat at " if config.provider.kind == "simulator" else "webhooks at "
 
         def ready(_: str) -> None:  # called by aiohttp once it serves
@@ -225,7 +242,7 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
 
         app = create_app(bot)
         app.on_startup.append(_settle_gc)  # after the bot's own start-up (its cleanup context)
-        web.run_app(app, sock=listening, print=ready, shutdown_timeout=15, loop=_event_loop())
+        web.run_app(app, sock=sockets, print=ready, shutdown_timeout=15, loop=_event_loop())
     return 0
 
 

@@ -282,6 +282,9 @@ def load_config(path: Path | str | None = None) -> Config:
     return parse_config(raw, root=file.resolve().parent, source=label)
 
 
+INTERNAL_KEYS = frozenset({"root", "source"})  # Config's, set from where the file is
+
+
 def parse_config(raw: object, *, root: Path, source: str = DEFAULT_CONFIG) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: expected a mapping at the top level"])
@@ -289,6 +292,8 @@ def parse_config(raw: object, *, root: Path, source: str = DEFAULT_CONFIG) -> Co
     data = _interpolate(raw, "", problems, source)
     if problems:
         raise ConfigError(problems)
+    if given := sorted(INTERNAL_KEYS & set(data)):
+        raise ConfigError([f"{source}: {key}: unknown key" for key in given])
     try:
         return Config.model_validate({**data, "root": root, "source": source})
     except ValidationError as exc:
@@ -338,7 +343,7 @@ def _keys_at(loc: tuple[Any, ...]) -> list[str]:
         if section is None:
             return []
         model = section
-    return list(model.model_fields)
+    return [key for key in model.model_fields if model is not Config or key not in INTERNAL_KEYS]
 
 
 def _section_in(annotation: Any) -> type[_Section] | None:

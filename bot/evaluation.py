@@ -69,8 +69,10 @@ def read_labelled(path: Path, known: Collection[str] | None = None) -> list[Labe
     labelled with an intent not in `known` (a typo would otherwise read as a miss)."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(str(path), f"cannot read: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(str(path), f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(str(path), f"cannot read: not UTF-8 text ({exc.reason})") from None
     lines: list[Labelled] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -24,6 +24,9 @@ from bot.plugins import load_plugins
 from bot.routing import words
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+IMPORTED = frozenset(
+    {"annotations", "handler"}
+)  # HANDLER's imports: a function may not redefine them
 
 # Every line holds a name of NAME's longest within 100 characters, and reads the same after
 # `ruff format`, so that what is written passes the project's own checks.
@@ -74,15 +77,19 @@ async def test_{name}(groupbot: Kit) -> None:
 @dataclass(frozen=True)
 class Written:
     paths: list[Path]
+    keyword: str  # the route's keyword: what to type to reach the handler
 
 
 def new_handler(config: Config, config_path: Path, name: str) -> Written:
     """Write the files and the route; InvalidInput (nothing written) if any already exists."""
     if not NAME.fullmatch(name) or keyword.iskeyword(name):
         raise InvalidInput("NAME", f"expected a Python name in lower case, got {name!r}")
+    if name in IMPORTED:
+        raise InvalidInput("NAME", f"{name!r} is a name the handler's module imports")
     if any(route.name == name for route in config.routes):
         raise InvalidInput("NAME", f"a route named {name!r} is already in {config_path}")
-    spoken = name.replace("_", " ")  # the keyword people type: "water heater", not water_heater
+    # The keyword people type: "water heater", not water_heater.
+    spoken = " ".join(part for part in name.split("_") if part)
     taken = {words(k): route.name for route in config.routes for k in route.keywords or ()}
     if words(spoken) in taken:
         raise InvalidInput(
@@ -112,7 +119,7 @@ def new_handler(config: Config, config_path: Path, name: str) -> Written:
     template.write_text(TEMPLATE.format(keyword=spoken), encoding="utf-8")
     test.write_text(TEST.format(name=name, keyword=spoken), encoding="utf-8")
     config_path.write_text(edited, encoding="utf-8")
-    return Written([module, template, test, config_path])
+    return Written([module, template, test, config_path], spoken)
 
 
 def _with_route(text: str, name: str, spoken: str) -> str:

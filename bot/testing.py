@@ -70,9 +70,10 @@ def _config_path(request: pytest.FixtureRequest) -> Path:
     at_root = request.config.rootpath / DEFAULT_CONFIG
     path = at_root if at_root.is_file() else Path(DEFAULT_CONFIG)
     if not path.is_file():
+        folders = dict.fromkeys([str(request.config.rootpath), str(Path.cwd())])
         pytest.fail(
-            f"groupbot fixture: no {DEFAULT_CONFIG} in {request.config.rootpath} or "
-            f"{Path.cwd()}; pass --groupbot-config PATH or set {ENV_CONFIG}",
+            f"groupbot fixture: no {DEFAULT_CONFIG} in {' or '.join(folders)}; "
+            f"pass --groupbot-config PATH or set {ENV_CONFIG}",
             pytrace=False,
         )
     return path

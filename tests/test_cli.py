@@ -409,7 +409,17 @@ async def test_run_on_a_busy_port_says_so_and_exits_1(tmp_path: Path) -> None:
     assert result.code == 1
     assert f"groupbot run: cannot listen on 127.0.0.1:{port}" in result.err
     assert "bot_started" not in result.err  # said before anything starts
+    assert result.err.count("Address already in use") == 1  # said once, plainly
     assert "--port N" in result.err
+
+
+async def test_run_refuses_a_port_out_of_range(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot("run", "--config", config, "--port", "70000", cwd=tmp_path)
+
+    assert result.code == 2
+    assert "argument --port: expected a port number from 0 to 65535, got '70000'" in result.err
     assert "Traceback" not in result.err
 
 

@@ -166,6 +166,18 @@ def test_an_unknown_key_within_a_mapping_of_sections_is_matched_to_its_own_keys(
     assert f"{SOURCE}: intents.book.exampels: unknown key; did you mean examples?" in problems
 
 
+def test_the_keys_set_from_the_file_s_place_are_neither_suggested_nor_accepted() -> None:
+    for typo in ("rot", "roots", "sourc"):
+        [problem] = problems_of(with_(**{typo: "x"}))
+        assert problem.startswith(f"{SOURCE}: {typo}: unknown key")
+        assert "root?" not in problem
+        assert "source?" not in problem
+    assert problems_of(with_(root="/etc", source="x")) == [
+        f"{SOURCE}: root: unknown key",
+        f"{SOURCE}: source: unknown key",
+    ]
+
+
 def test_every_unknown_key_is_reported_at_once() -> None:
     problems = problems_of(
         {"bot": {"number": "11234567890", "nmber": "x"}, "server": {"prot": 1}, "extra": 1}

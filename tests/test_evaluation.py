@@ -72,7 +72,7 @@ async def test_a_missing_data_file_is_a_clear_error(tmp_path: Path) -> None:
     )
 
     assert result.code == 2, result.err
-    assert "nope.jsonl: cannot read: [Errno 2] No such file or directory" in result.err
+    assert "nope.jsonl: cannot read: No such file or directory" in result.err
     assert "Traceback" not in result.err
 
 

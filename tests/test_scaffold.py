@@ -87,6 +87,23 @@ async def test_a_new_handler_is_wired_checked_clean_and_its_test_passes(
 
 
 @pytest.mark.parametrize(
+    ("name", "spoken"), [("x_", "x"), ("a__b", "a b"), ("water_heater_", "water heater")]
+)
+async def test_the_keyword_is_the_name_s_words_and_the_hint_says_it(
+    tmp_path: Path, name: str, spoken: str
+) -> None:
+    config = project(tmp_path)
+
+    result = await groupbot("new", "handler", name, "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert f"  - name: {name}\n    keywords: [{spoken}]\n" in config.read_text()
+    assert f"try it: groupbot route '{spoken}';" in result.out
+    routed = await groupbot("route", "--config", config, spoken, cwd=tmp_path)
+    assert f"result: route '{name}' answers (keyword '{spoken}')" in routed.out
+
+
+@pytest.mark.parametrize(
     ("name", "reason"),
     [
         ("van", "a route named 'van' is already in"),
@@ -94,6 +111,7 @@ async def test_a_new_handler_is_wired_checked_clean_and_its_test_passes(
         ("post_update", "a handler named 'post_update' is already registered"),
         ("stop", "'stop' is a carrier keyword"),
         ("class", "expected a Python name in lower case, got 'class'"),
+        ("handler", "'handler' is a name the handler's module imports"),
         ("Bad-Name", "expected a Python name in lower case, got 'Bad-Name'"),
     ],
 )
