@@ -16,6 +16,8 @@ from bot.routing import words
 
 Action = Literal["stop", "start", "help"]
 
+TEMPLATE_VARIABLES = frozenset({"business", "sender"})  # what a keyword's template sees
+
 DEFAULT_TEXTS: dict[Action, str] = {
     "stop": "You are unsubscribed from {business} and will get no more messages. "
     "Reply START to resubscribe.",

@@ -14,6 +14,10 @@ from bot.models import MEDIA_KINDS, ContentItem, InboundMessage, MediaKind
 from bot.templates import Templates
 
 MAX_CAPTION = 3000  # the Messages API's caption maxLength
+# What every route's template sees (Context.variables), before what its handler adds.
+TEMPLATE_VARIABLES = frozenset(
+    {"text", "sender", "members", "bot_number", "route", "match", "state"}
+)
 # File types the Messages API takes for each kind of MMS attachment (its OpenAPI description);
 # a file attachment may be of any type.
 EXTENSIONS: dict[str, frozenset[str]] = {

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.compliance import TEMPLATE_VARIABLES as COMPLIANCE_VARIABLES
 from bot.config import Config, RouteSettings
+from bot.context import TEMPLATE_VARIABLES
 from bot.dispatch import Dispatcher
 from bot.exceptions import ConfigError
 from bot.plugins import Handler, Registry, load_plugins
@@ -100,13 +102,22 @@ def build_bot(config: Config) -> Bot:
             handlers[fallback.index] = function
 
     error_template = config.handlers.error_template
-    if error_template is not None and (problem := templates.problem(error_template)):
-        problems.append(f"{source}: handlers.error_template: {problem}")
+    if error_template is not None:  # rendered with the message's own variables (ctx.render)
+        where = f"{source}: handlers.error_template"
+        if problem := templates.problem(error_template):
+            problems.append(f"{where}: {problem}")
+        else:
+            _check_names(error_template, TEMPLATE_VARIABLES, where, templates, problems)
     compliance = config.compliance
     for key in ("stop_template", "start_template", "help_template"):
         name = getattr(compliance, key)
-        if name is not None and (problem := templates.problem(name)):
+        if name is None:
+            continue
+        if problem := templates.problem(name):
             problems.append(f"{source}: compliance.{key}: {problem}")
+        else:
+            where = f"{source}: compliance.{key}"
+            _check_names(name, COMPLIANCE_VARIABLES, where, templates, problems)
     for keyword in compliance.stop_words + compliance.start_words + compliance.help_words:
         if words(keyword) in keywords:
             owner, written, at = keywords[words(keyword)]
@@ -168,5 +179,19 @@ def _check_answer(
 ) -> None:
     if handler is not None and registry.resolve(handler) is None:
         problems.append(f"{where}: {registry.describe_missing(handler)}")
-    if template is not None and (problem := templates.problem(template)):
+    if template is None:
+        return
+    if problem := templates.problem(template):
         problems.append(f"{where}: {problem}")
+    elif handler is None:  # only what every template sees: a misspelt name is caught now
+        _check_names(template, TEMPLATE_VARIABLES, where, templates, problems)
+
+
+def _check_names(
+    template: str, given: frozenset[str], where: str, templates: Templates, problems: list[str]
+) -> None:
+    if unknown := sorted(templates.names_used(template) - given):
+        problems.append(
+            f"{where}: template {template!r} uses {', '.join(unknown)}, which it is not given "
+            f"(it sees {', '.join(sorted(given))})"
+        )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bot.exceptions import TemplateError
@@ -42,6 +43,13 @@ class Templates:
         except UnicodeDecodeError as exc:
             return f"template {name!r}: not UTF-8 text (byte {exc.start})"
         return None
+
+    def names_used(self, name: str) -> set[str]:
+        """The variables `name` reads without defining them itself (its globals aside):
+        what whoever renders it must give. Call after `problem` found none."""
+        source, _, _ = self._env.loader.get_source(self._env, name)  # type: ignore[union-attr]
+        used: set[str] = meta.find_undeclared_variables(self._env.parse(source))
+        return used - set(self._env.globals)
 
     def render(self, name: str, variables: Mapping[str, Any]) -> str:
         """Render `name`; any failure becomes a TemplateError naming the template."""

@@ -120,7 +120,14 @@ async def test_check_reports_a_shared_keyword_and_a_bad_pattern_with_route_names
     routes = shipped_config()["routes"]
     ticket = [r["name"] for r in routes].index("ticket")
     routes[ticket] = {**routes[ticket], "pattern": r"^ticket\s*(?P<ticket_id>\d+"}
-    routes.append({"name": "eta-again", "keywords": ["ETA"], "template": "status.txt.j2"})
+    routes.append(
+        {
+            "name": "eta-again",
+            "keywords": ["ETA"],
+            "handler": "handlers.field_service:status",
+            "template": "status.txt.j2",
+        }
+    )
     config = write_config(tmp_path, {"routes": routes})
 
     result = await groupbot("check", "--config", config, cwd=tmp_path)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bot.config import Config, parse_config
+from bot.context import TEMPLATE_VARIABLES, Context
 from bot.core import Bot, build_bot
 from bot.exceptions import ConfigError
 from bot.groups import Group
@@ -49,6 +50,49 @@ def where(offset: int, name: str) -> str:
 @pytest.fixture
 def bot() -> Bot:
     return build_bot(parse_config(shipped_config(), root=ROOT))
+
+
+# Templates read only what they are given
+
+
+def test_a_template_reading_a_name_it_is_not_given_is_named(tmp_path: Path) -> None:
+    (tmp_path / "quote.txt.j2").write_text(
+        "{{ sender | phone }} asked about {{ jobb }} for {{ match.job | default('-') }}"
+        "{% set n = members | length %}{% for i in range(n) %}.{% endfor %}"
+        "{{ state.get('seen') }} {{ text }} {{ route }} {{ bot_number }}"
+    )
+    (tmp_path / "ok.txt.j2").write_text("{{ sender }}: {{ text }}")
+    (tmp_path / "stop.txt.j2").write_text("{{ business }}: bye {{ sender }}, {{ text }}")
+    (tmp_path / "error.txt.j2").write_text("Sorry {{ sender | phone }}, {{ reason }}")
+    raw = {
+        "bot": {"number": "11234567890"},
+        "templates": str(tmp_path),
+        "handlers": {"error_template": "error.txt.j2"},
+        "routes": [
+            {"name": "quote", "keywords": ["quote"], "template": "quote.txt.j2"},
+            {"name": "ok", "keywords": ["ok"], "template": "ok.txt.j2"},
+        ],
+        "compliance": {"stop_template": "stop.txt.j2"},
+    }
+
+    problems = problems_of(parse_config(raw, root=tmp_path, source=SOURCE))
+
+    assert problems == [
+        f"{SOURCE}: routes[0] (quote): template 'quote.txt.j2' uses jobb, which it is not "
+        "given (it sees bot_number, match, members, route, sender, state, text)",
+        f"{SOURCE}: handlers.error_template: template 'error.txt.j2' uses reason, which it is "
+        "not given (it sees bot_number, match, members, route, sender, state, text)",
+        f"{SOURCE}: compliance.stop_template: template 'stop.txt.j2' uses text, which it is "
+        "not given (it sees business, sender)",
+    ]
+
+
+def test_the_names_a_check_trusts_are_the_names_a_render_gives(bot: Bot) -> None:
+    message = parse_inbound(json.dumps(inbound("11234567891", "hi", ["11234567892"])).encode())
+    group = Group.of([message.sender, *message.participants], bot_number=BOT_NUMBER)
+    context = Context(message, group, "r", {}, {}, BOT_NUMBER, templates=bot.templates)
+
+    assert set(context.variables()) == TEMPLATE_VARIABLES
 
 
 # The shipped config

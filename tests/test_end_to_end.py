@@ -207,7 +207,13 @@ async def test_handler_that_raises_is_logged_and_the_bot_keeps_serving(start_bot
 async def test_template_error_and_bad_return_type_are_isolated(start_bot: StartBot) -> None:
     bot = await start_bot(
         config_with(
-            {"name": "undefined", "keywords": ["undefined"], "template": "undefined.txt.j2"},
+            # A handler whose mapping lacks what the template reads: found only at run time.
+            {
+                "name": "undefined",
+                "keywords": ["undefined"],
+                "handler": "match_values",
+                "template": "undefined.txt.j2",
+            },
             {"name": "wrong", "keywords": ["wrong"], "handler": "wrong_type"},
             {"name": "echo", "keywords": ["ping"], "handler": "echo"},
         )
