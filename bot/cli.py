@@ -337,10 +337,23 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
     async with running(bot, workers=False) as runtime:
         broadcast_id = await runtime.send(reply, group)
         records = await runtime.deliver(broadcast_id, within_seconds=args.wait)
+        stopped = await runtime.store.opted_out(group.members)
     count = counted(len(records), "member")
     print(f"broadcast {broadcast_id} to group {group.key} ({count})")
     for record in records:
         print("  " + format_record(record))
+    sent_to = {record.recipient for record in records}
+    for member in group.members:
+        if member not in sent_to:  # said, not left out silently
+            why = "opted out (STOP): not sent" if member in stopped else "not sent"
+            print(f"  {display(member):<16} {why}")
+    if config.bot.number in normalize_all(args.to, "--to"):
+        print(f"  {display(config.bot.number):<16} the bot's own number: not a member")
+    if pending := [record for record in records if record.state in ("pending", "sending")]:
+        print(
+            f"{counted(len(pending), 'message')} not sent within --wait {args.wait:g} s; "
+            "still queued, a running bot sends them (groupbot status ID follows them)"
+        )
     return 0 if all(record.state == "sent" for record in records) else 1
 
 

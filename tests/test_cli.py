@@ -12,6 +12,7 @@ import json
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.numbers import display
 from tests.cli_support import (
     environment,
     free_port,
@@ -286,6 +288,27 @@ async def test_send_reports_a_refused_member_and_exits_1(
     states = sorted(line[0] for line in sent_lines(result.out).values())
     assert states == ["failed", "sent", "sent"]
     assert "Low balance: Top up your account." in result.out
+
+
+async def test_send_says_who_was_left_out_and_why(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str
+) -> None:
+    config = write_config(tmp_path, vonage(fake_api, private_pem))
+    first = await groupbot("send", "--config", config, "--to", MEMBERS[0], "Hi", cwd=tmp_path)
+    assert first.code == 0, first.err  # the store exists now
+    with sqlite3.connect(tmp_path / "var" / "groupbot.db") as db:
+        db.execute(
+            "INSERT INTO opt_outs (number, opted_out_at, source) VALUES (?, 0, 'keyword')",
+            (MEMBERS[1],),
+        )
+    to = [arg for member in [*MEMBERS, BOT_NUMBER] for arg in ("--to", member)]
+
+    result = await groupbot("send", "--config", config, *to, "Hello", cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert set(sent_lines(result.out)) == {MEMBERS[0], MEMBERS[2]}
+    assert f"  {display(MEMBERS[1]):<16} opted out (STOP): not sent" in result.out
+    assert f"  {display(BOT_NUMBER):<16} the bot's own number: not a member" in result.out
 
 
 # -- run -----------------------------------------------------------------------------------
