@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import shutil
 import socket
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,14 @@ from pydantic import ValidationError
 
 from bot import listen
 from bot.compose import compose
-from bot.config import Config, IntentSettings, default_path, load_config, load_yaml
+from bot.config import (
+    DEFAULT_CONFIG,
+    Config,
+    IntentSettings,
+    default_path,
+    load_config,
+    load_yaml,
+)
 from bot.core import Bot, build_bot, intent_examples
 from bot.exceptions import ConfigError, InvalidInput
 from bot.groups import Group
@@ -46,6 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _command(parser, args)
     except KeyboardInterrupt:
         return 130  # Ctrl-C: the usual exit status, no traceback
+
+
+def _command_here(name: str) -> str:
+    """How to run `name` from this environment, as the user would type it: its name alone
+    when that is what the shell finds, else its path (`.venv/bin/pytest`)."""
+    beside = Path(sys.executable).parent / name
+    if shutil.which(name) == str(beside):
+        return name
+    with contextlib.suppress(ValueError):
+        return str(beside.relative_to(Path.cwd()))
+    return str(beside)
 
 
 def _port(text: str) -> int:
@@ -79,9 +98,10 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             written = new_handler(config, args.config, args.name)
             for path in written.paths:
                 print(f"wrote {path}")
+            given = "" if args.config == Path(DEFAULT_CONFIG) else f" --config {args.config}"
             print(
-                f"try it: groupbot route '{written.keyword}'; "
-                f"test it: pytest tests/test_{args.name}.py"
+                f"try it: {_command_here('groupbot')} route{given} '{written.keyword}'; "
+                f"test it: {_command_here('pytest')} tests/test_{args.name}.py"
             )
             return 0
         if args.command == "run":

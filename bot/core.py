@@ -122,9 +122,9 @@ def build_bot(config: Config) -> Bot:
         if words(keyword) in keywords:
             owner, written, at = keywords[words(keyword)]
             problems.append(
-                f"{source}: routes[{at}] ({owner}): keyword {written!r} is the carrier "
-                f"keyword {keyword!r} (compliance), answered before any route: this route "
-                "would never get it"
+                f"{source}: routes[{at}] ({owner}): keyword {written!r} is also the carrier "
+                f"keyword {keyword!r} (compliance): a message that is only that word is "
+                "answered as such before any route, and never reaches this one"
             )
 
     if problems:

@@ -81,7 +81,9 @@ def read_labelled(path: Path, known: Collection[str] | None = None) -> list[Labe
             labelled = Labelled.model_validate_json(line)
         except ValidationError as exc:
             problem = invalid_input(exc)
-            raise InvalidInput(f"{path}:{number}: {problem.field}", problem.message) from None
+            whole = problem.field == "(body)"  # the line itself, not one of its fields
+            field = f"{path}:{number}" if whole else f"{path}:{number}: {problem.field}"
+            raise InvalidInput(field, problem.message) from None
         if known is not None and labelled.intent is not None and labelled.intent not in known:
             raise InvalidInput(
                 f"{path}:{number}: intent",

@@ -12,7 +12,9 @@ def bind(host: str, port: int) -> list[socket.socket]:
     aiohttp binds a host itself); OSError if any cannot be had, and then none is kept."""
     if not 0 <= port <= 65535:
         raise OSError(f"port {port} is out of range (0-65535)")
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    found = socket.getaddrinfo(
+        unbracketed(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
     sockets: list[socket.socket] = []
     try:
         for family, kind, protocol, _, address in dict.fromkeys(found):  # each address once
@@ -31,7 +33,18 @@ def bind(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+# Every address of the machine: a browser on it reaches the bot at its loopback one.
+REACHABLE = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - names, not bindings
+
+
+def unbracketed(host: str) -> str:
+    """`[::1]`, as written in URLs, is the address ::1."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def url(host: str, listening: socket.socket) -> str:
     """Where a browser finds it: an IPv6 host in brackets, the port actually bound."""
-    shown = f"[{host}]" if ":" in host else host
+    address = unbracketed(host)
+    address = REACHABLE.get(address, address)
+    shown = f"[{address}]" if ":" in address else address
     return f"http://{shown}:{listening.getsockname()[1]}/"

@@ -103,6 +103,7 @@ def new_handler(config: Config, config_path: Path, name: str) -> Written:
     registry, _ = load_plugins(config.plugins, root=config.root)
     if name in registry.by_name:
         raise InvalidInput("NAME", f"a handler named {name!r} is already registered")
+    _check_reachable(config, spoken)
     root = config.root
     module = root / "handlers" / f"{name}.py"
     template = config.templates_dir / f"{name}.txt.j2"
@@ -120,6 +121,22 @@ def new_handler(config: Config, config_path: Path, name: str) -> Written:
     test.write_text(TEST.format(name=name, keyword=spoken), encoding="utf-8")
     config_path.write_text(edited, encoding="utf-8")
     return Written([module, template, test, config_path], spoken)
+
+
+def _check_reachable(config: Config, spoken: str) -> None:
+    """The new route comes last: a keyword or pattern route already there that matches its
+    test's messages would answer them instead (`hours` takes "holiday hours please")."""
+    from bot.core import build_bot  # the whole bot: only for this check
+
+    router = build_bot(config).router
+    for message in (f"{spoken} please", f"{spoken} again"):  # what TEST says
+        found = router.explain(message).candidates
+        if first := next((m for m in found if m.kind in ("keyword", "pattern")), None):
+            raise InvalidInput(
+                "NAME",
+                f"{message!r} would be answered by route {first.route.name!r} "
+                f"({first.describe()}), which comes before a new route; choose another name",
+            )
 
 
 def _with_route(text: str, name: str, spoken: str) -> str:

@@ -122,6 +122,7 @@ def test_a_route_keyword_that_is_a_carrier_keyword_is_a_conflict() -> None:
         build_bot(parse_config(raw, root=ROOT))
     index = len(raw["routes"]) - 1
     assert raised.value.problems == [
-        f"config.yaml: routes[{index}] (helpdesk): keyword 'help' is the carrier keyword "
-        "'HELP' (compliance), answered before any route: this route would never get it"
+        f"config.yaml: routes[{index}] (helpdesk): keyword 'help' is also the carrier keyword "
+        "'HELP' (compliance): a message that is only that word is answered as such before "
+        "any route, and never reaches this one"
     ]

@@ -41,14 +41,18 @@ def test_a_threshold_of_one_sends_everything_out_of_scope() -> None:
     assert report.confusions[0][1] == "(out of scope)"
 
 
-def test_a_bad_line_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [('{"text": 3}', ":2: text"), ('["not", "an", "object"]', ":2")],  # a field; the line
+)
+def test_a_bad_line_is_named(tmp_path: Path, line: str, field: str) -> None:
     data = tmp_path / "data.jsonl"
-    data.write_text('{"text": "hi", "intent": null}\n{"text": 3}\n')
+    data.write_text('{"text": "hi", "intent": null}\n' + line + "\n")
 
     with pytest.raises(InvalidInput) as raised:
         read_labelled(data)
 
-    assert raised.value.field == f"{data}:2: text"
+    assert raised.value.field == f"{data}{field}"
 
 
 def test_a_label_that_is_not_an_intent_is_named(tmp_path: Path) -> None:

@@ -45,3 +45,17 @@ def test_a_port_out_of_range_is_an_os_error_naming_it(port: int) -> None:
 def test_a_host_that_does_not_resolve_is_an_os_error() -> None:
     with pytest.raises(socket.gaierror):
         listen.bind("no-such-host.invalid", 0)
+
+
+def test_an_ipv6_address_may_be_written_in_brackets() -> None:
+    [listening] = listen.bind("[::1]", 0)
+    with listening:
+        assert listening.getsockname()[0] == "::1"
+        assert listen.url("[::1]", listening).startswith("http://[::1]:")
+
+
+def test_every_address_is_shown_as_the_loopback_a_browser_can_open() -> None:
+    [listening] = listen.bind("0.0.0.0", 0)  # noqa: S104 - a test, on loopback only below
+    with listening:
+        port = listening.getsockname()[1]
+        assert listen.url("0.0.0.0", listening) == f"http://127.0.0.1:{port}/"  # noqa: S104
