@@ -22,7 +22,10 @@ async def test_a_member_message_is_answered_in_every_members_thread(start_bot: S
         "/simulator/messages", json={"from": SEED[0], "members": SEED, "text": "ticket 7"}
     )
     assert posted.status == 201
-    key = (await posted.json())["group"]
+    key, message_uuid = (await posted.json())["group"], (await posted.json())["message_uuid"]
+    record = await bot.runtime.store.inbound(message_uuid)  # what `groupbot status` reads
+    assert record is not None
+    assert record.group_key == key
 
     async def answered() -> bool:
         convo = await (await bot.client.get(f"/simulator/groups/{key}")).json()

@@ -113,7 +113,8 @@ async def post_message(request: web.Request) -> web.Response:
     if answer.status != 200:
         return answer
     group = Group.of([said.sender, *said.members], bot_number=number)
-    return web.json_response({"group": group.key}, status=201)
+    message_uuid = json.loads(body)["message_uuid"]  # for `groupbot status`
+    return web.json_response({"group": group.key, "message_uuid": message_uuid}, status=201)
 
 
 def add_routes(app: web.Application) -> None:
