@@ -7,8 +7,11 @@ a route's `handler:` is a registered name or `module:function` of a listed plugi
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.util
 import inspect
+import pkgutil
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -51,6 +54,34 @@ def _mark(function: F, name: str, examples: Sequence[str] = ()) -> F:
     setattr(function, _MARK, name)
     setattr(function, _EXAMPLES, tuple(examples))
     return function
+
+
+def _why(exc: Exception, module_name: str, root: Path) -> str:
+    """What went wrong importing a plugin: the module not there (with the nearest name that
+    is), or the error its code raised and where."""
+    missing = getattr(exc, "name", None)
+    if isinstance(exc, ModuleNotFoundError) and missing and module_name.startswith(missing):
+        nearest = difflib.get_close_matches(module_name, _modules_near(module_name, root), n=1)
+        return "no such module" + (f"; did you mean {nearest[0]}?" if nearest else "")
+    if isinstance(exc, SyntaxError):
+        return f"{type(exc).__name__}: {exc}"  # it names its own place
+    return f"{type(exc).__name__}: {exc} ({_origin(exc)})"
+
+
+def _modules_near(module_name: str, root: Path) -> list[str]:
+    """The modules beside where `module_name` would be: in its package, else in the
+    project's folder (where plugins live)."""
+    package, _, _ = module_name.rpartition(".")
+    if not package:
+        return [found.name for found in pkgutil.iter_modules([str(root)])]
+    try:
+        spec = importlib.util.find_spec(package)
+    except ImportError:
+        return []
+    if spec is None or spec.submodule_search_locations is None:
+        return []
+    places = list(spec.submodule_search_locations)
+    return [f"{package}.{found.name}" for found in pkgutil.iter_modules(places)]
 
 
 def _origin(exc: BaseException) -> str:
@@ -107,10 +138,8 @@ def load_plugins(modules: Sequence[str], *, root: Path) -> tuple[Registry, list[
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # a plugin's import error must not hide the others
-            problems.append(
-                f"plugins[{i}]: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
-                + ("" if isinstance(exc, SyntaxError) else f" ({_origin(exc)})")
-            )
+            why = _why(exc, module_name, root)
+            problems.append(f"plugins[{i}]: cannot import {module_name!r}: {why}")
             unimported.append(module_name)
             continue
         for attribute, function in vars(module).items():

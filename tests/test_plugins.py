@@ -197,6 +197,27 @@ def test_a_plugin_s_mistake_with_the_decorator_points_at_the_plugin(
     assert problem.endswith(f"({plugins.root / broken}.py:4)")  # the decorator's line
 
 
+def test_a_misspelt_plugin_module_suggests_the_nearest_one(plugins: PluginFolder) -> None:
+    real = plugins.write("billing", HANDLERS)
+    misspelt = real.replace("billing", "biling")
+
+    _, problems = load_plugins([misspelt], root=plugins.root)
+
+    assert problems == [
+        f"plugins[0]: cannot import {misspelt!r}: no such module; did you mean {real}?"
+    ]
+
+
+def test_a_module_missing_inside_a_plugin_is_the_plugin_s_error(plugins: PluginFolder) -> None:
+    broken = plugins.write("needs", "import gbtest_no_such_dependency\n")
+
+    _, problems = load_plugins([broken], root=plugins.root)
+
+    [problem] = problems
+    assert "ModuleNotFoundError: No module named 'gbtest_no_such_dependency'" in problem
+    assert problem.endswith(f"({plugins.root / broken}.py:1)")
+
+
 def test_plugin_with_a_syntax_error_is_reported(plugins: PluginFolder) -> None:
     broken = plugins.write("syntax", "async def oops(:\n")
     _, problems = load_plugins([broken], root=plugins.root)
