@@ -23,6 +23,9 @@ from bot.intents import IntentClassifier
 from bot.models import invalid_input
 from bot.wording import counted
 
+OUT_OF_SCOPE = "(out of scope)"
+MISTAKES_SHOWN = 20  # lines listed with their text: enough to see what the examples miss
+
 
 class Labelled(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -43,6 +46,8 @@ class Report:
     oos_lines: int
     worst_intents: list[tuple[str, float, int]]  # (intent, accuracy %, lines)
     confusions: list[tuple[str, str, int]]  # (expected, predicted, count)
+    mistakes: int  # lines answered otherwise than labelled
+    first_mistakes: list[tuple[str, str, str]]  # (text, expected, predicted): what to fix
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -61,6 +66,11 @@ class Report:
             "most confused (expected -> predicted):",
             *(f"  {a} -> {b}: {n}" for a, b, n in self.confusions),
         ]
+        if self.mistakes:
+            shown = len(self.first_mistakes)
+            more = f" (the first {shown})" if shown < self.mistakes else ""
+            lines.append(f"answered otherwise than labelled: {self.mistakes}{more}")
+            lines += [f"  {text!r}: {a} -> {b}" for text, a, b in self.first_mistakes]
         return "\n".join(lines)
 
 
@@ -128,10 +138,13 @@ def evaluate(
         key=lambda row: (row[1], row[0]),
     )[:5]
     confusions = Counter(
-        (str(expected), guess or "(out of scope)")
-        for expected, guess in in_scope
-        if guess != expected
+        (str(expected), guess or OUT_OF_SCOPE) for expected, guess in in_scope if guess != expected
     )
+    mistakes = [
+        (line.text, line.intent or OUT_OF_SCOPE, guess or OUT_OF_SCOPE)
+        for line, guess in zip(data, predicted, strict=True)
+        if guess != line.intent
+    ]
     return Report(
         in_scope_accuracy=_percent(sum(g == e for e, g in in_scope), len(in_scope)),
         oos_recall=_percent(sum(g is None for g in oos), len(oos)),
@@ -144,6 +157,8 @@ def evaluate(
         oos_lines=len(oos),
         worst_intents=worst,
         confusions=[(a, b, n) for (a, b), n in confusions.most_common(5)],
+        mistakes=len(mistakes),
+        first_mistakes=mistakes[:MISTAKES_SHOWN],
     )
 
 

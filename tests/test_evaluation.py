@@ -39,6 +39,25 @@ def test_a_threshold_of_one_sends_everything_out_of_scope() -> None:
     assert report.in_scope_accuracy == 0.0
     assert report.oos_recall == 100.0
     assert report.confusions[0][1] == "(out of scope)"
+    # Each line answered otherwise, with its text: what the examples need to cover.
+    assert report.mistakes == 3
+    assert report.first_mistakes == [
+        ("can a technician come on monday", "book_visit", "(out of scope)"),
+        ("what time do you open", "opening_hours", "(out of scope)"),
+        ("schedule a repair please", "book_visit", "(out of scope)"),
+    ]
+    assert "answered otherwise than labelled: 3\n" in report.as_text() + "\n"
+    assert "  'what time do you open': opening_hours -> (out of scope)" in report.as_text()
+
+
+def test_a_report_lists_the_first_mistakes_and_says_how_many_more() -> None:
+    data = [Labelled(text=f"thanks {n}", intent="book_visit") for n in range(25)]
+
+    report = evaluate(INTENTS, data, threshold=0.4)
+
+    assert report.mistakes == 25
+    assert len(report.first_mistakes) == 20
+    assert "answered otherwise than labelled: 25 (the first 20)" in report.as_text()
 
 
 @pytest.mark.parametrize(
