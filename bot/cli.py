@@ -220,7 +220,10 @@ def _parser() -> argparse.ArgumentParser:
     new_handler_command.add_argument("name", help="the handler's name (lower case)")
     usage = command("usage", "messages sent and their price, per group and day")
     usage.add_argument(
-        "--since", required=True, type=_day, metavar="YYYY-MM-DD", help="from this day on (UTC)"
+        "--since",
+        type=_day,
+        metavar="YYYY-MM-DD",
+        help="from this day on (UTC; default: the first of this month)",
     )
     status = command("status", "show where each member's message of a conversation stands")
     status.add_argument("id", help="an inbound message_uuid, or a broadcast id from send")
@@ -458,7 +461,10 @@ def _day(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
 
 
-async def _usage(bot: Bot, since: datetime) -> int:
+async def _usage(bot: Bot, since: datetime | None) -> int:
+    if since is None:  # this month so far: what a bill would show
+        since = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    print(f"since {since:%Y-%m-%d} (UTC)")
     store = await open_store(
         bot.config.storage.url, root=bot.config.root, pool_size=bot.config.storage.pool_size
     )
@@ -475,6 +481,8 @@ async def _usage(bot: Bot, since: datetime) -> int:
         for currency, amount in row.spend.items():
             spend[currency] = spend.get(currency, Decimal(0)) + amount
     print(f"{'total':<32}{total:>9}  {_money(spend)}")
+    if total and not spend:
+        print("(spend comes from the price in Vonage's status callbacks: none has come yet)")
     return 0
 
 

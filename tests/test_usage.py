@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -42,6 +43,16 @@ async def test_usage_counts_each_member_message_and_adds_up_the_prices(
     assert result.code == 0, result.err
     assert f"{row.day}  {row.group_key}" in result.out
     assert result.out.splitlines()[-1].split() == ["total", "3", "0.0666", "EUR"]
+
+
+async def test_usage_counts_this_month_unless_told_a_day(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot("usage", "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    first = datetime.now(UTC).replace(day=1)
+    assert result.out.splitlines()[0] == f"since {first:%Y-%m-%d} (UTC)"
 
 
 async def test_usage_needs_a_day(tmp_path: Path) -> None:
