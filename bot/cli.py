@@ -336,8 +336,9 @@ def format_explanation(bot: Bot, explanation: Explanation) -> str:
 
 async def _send(bot: Bot, args: argparse.Namespace) -> int:
     config = bot.config
+    numbers = normalize_all(args.to, "--to")
     group = Group.for_broadcast(
-        normalize_all(args.to, "--to"),
+        numbers,
         bot_number=config.bot.number,
         max_size=config.bot.max_group_size,
         field="--to",
@@ -360,17 +361,15 @@ async def _send(bot: Bot, args: argparse.Namespace) -> int:
     async with running(bot, workers=False) as runtime:
         broadcast_id = await runtime.send(reply, group)
         records = await runtime.deliver(broadcast_id, within_seconds=args.wait)
-        stopped = await runtime.store.opted_out(group.members)
     count = counted(len(records), "member")
     print(f"broadcast {broadcast_id} to group {group.key} ({count})")
     for record in records:
         print("  " + format_record(record))
-    sent_to = {record.recipient for record in records}
+    queued = {record.recipient for record in records}
     for member in group.members:
-        if member not in sent_to:  # said, not left out silently
-            why = "opted out (STOP): not sent" if member in stopped else "not sent"
-            print(f"  {display(member):<16} {why}")
-    if config.bot.number in normalize_all(args.to, "--to"):
+        if member not in queued:  # the broadcast skips only those who sent STOP: said so
+            print(f"  {display(member):<16} opted out (STOP): not sent")
+    if config.bot.number in numbers:
         print(f"  {display(config.bot.number):<16} the bot's own number: not a member")
     if pending := [record for record in records if record.state in ("pending", "sending")]:
         print(

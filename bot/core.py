@@ -104,20 +104,12 @@ def build_bot(config: Config) -> Bot:
     error_template = config.handlers.error_template
     if error_template is not None:  # rendered with the message's own variables (ctx.render)
         where = f"{source}: handlers.error_template"
-        if problem := templates.problem(error_template):
-            problems.append(f"{where}: {problem}")
-        else:
-            _check_names(error_template, TEMPLATE_VARIABLES, where, templates, problems)
+        _check_template(error_template, TEMPLATE_VARIABLES, where, templates, problems)
     compliance = config.compliance
     for key in ("stop_template", "start_template", "help_template"):
-        name = getattr(compliance, key)
-        if name is None:
-            continue
-        if problem := templates.problem(name):
-            problems.append(f"{source}: compliance.{key}: {problem}")
-        else:
+        if (name := getattr(compliance, key)) is not None:
             where = f"{source}: compliance.{key}"
-            _check_names(name, COMPLIANCE_VARIABLES, where, templates, problems)
+            _check_template(name, COMPLIANCE_VARIABLES, where, templates, problems)
     for keyword in compliance.stop_words + compliance.start_words + compliance.help_words:
         if words(keyword) in keywords:
             owner, written, at = keywords[words(keyword)]
@@ -179,18 +171,24 @@ def _check_answer(
 ) -> None:
     if handler is not None and registry.resolve(handler) is None:
         problems.append(f"{where}: {registry.describe_missing(handler)}")
-    if template is None:
-        return
+    if template is not None:
+        # Without a handler, a template sees what every template sees, and nothing more.
+        given = TEMPLATE_VARIABLES if handler is None else None
+        _check_template(template, given, where, templates, problems)
+
+
+def _check_template(
+    template: str,
+    given: frozenset[str] | None,
+    where: str,
+    templates: Templates,
+    problems: list[str],
+) -> None:
+    """That `template` loads; and, when all it is `given` is known, that it reads nothing
+    else (a misspelt name is caught now, not at the first message)."""
     if problem := templates.problem(template):
         problems.append(f"{where}: {problem}")
-    elif handler is None:  # only what every template sees: a misspelt name is caught now
-        _check_names(template, TEMPLATE_VARIABLES, where, templates, problems)
-
-
-def _check_names(
-    template: str, given: frozenset[str], where: str, templates: Templates, problems: list[str]
-) -> None:
-    if unknown := sorted(templates.names_used(template) - given):
+    elif given is not None and (unknown := sorted(templates.names_used(template) - given)):
         problems.append(
             f"{where}: template {template!r} uses {', '.join(unknown)}, which it is not given "
             f"(it sees {', '.join(sorted(given))})"

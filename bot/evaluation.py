@@ -137,14 +137,14 @@ def evaluate(
         ((name, 100 * sum(right) / len(right), len(right)) for name, right in hits.items()),
         key=lambda row: (row[1], row[0]),
     )[:5]
-    confusions = Counter(
-        (str(expected), guess or OUT_OF_SCOPE) for expected, guess in in_scope if guess != expected
-    )
     mistakes = [
         (line.text, line.intent or OUT_OF_SCOPE, guess or OUT_OF_SCOPE)
         for line, guess in zip(data, predicted, strict=True)
         if guess != line.intent
     ]
+    confusions = Counter(
+        (expected, guess) for _, expected, guess in mistakes if expected != OUT_OF_SCOPE
+    )
     return Report(
         in_scope_accuracy=_percent(sum(g == e for e, g in in_scope), len(in_scope)),
         oos_recall=_percent(sum(g is None for g in oos), len(oos)),

@@ -59,8 +59,12 @@ def _mark(function: F, name: str, examples: Sequence[str] = ()) -> F:
 def _why(exc: Exception, module_name: str, root: Path) -> str:
     """What went wrong importing a plugin: the module not there (with the nearest name that
     is), or the error its code raised and where."""
-    missing = getattr(exc, "name", None)
-    if isinstance(exc, ModuleNotFoundError) and missing and module_name.startswith(missing):
+    missing = getattr(exc, "name", None)  # the plugin itself, or a package of its path
+    if (
+        isinstance(exc, ModuleNotFoundError)
+        and missing is not None
+        and f"{module_name}.".startswith(f"{missing}.")
+    ):
         nearest = difflib.get_close_matches(module_name, _modules_near(module_name, root), n=1)
         return "no such module" + (f"; did you mean {nearest[0]}?" if nearest else "")
     if isinstance(exc, SyntaxError):

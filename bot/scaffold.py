@@ -19,14 +19,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from bot.config import Config
+from bot.core import build_bot
 from bot.exceptions import InvalidInput
-from bot.plugins import load_plugins
-from bot.routing import words
+from bot.routing import Router, words
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
-IMPORTED = frozenset(
-    {"annotations", "handler"}
-)  # HANDLER's imports: a function may not redefine them
+# HANDLER's imports: the function it defines may not take one of their names.
+IMPORTED = frozenset({"annotations", "handler"})
 
 # Every line holds a name of NAME's longest within 100 characters, and reads the same after
 # `ruff format`, so that what is written passes the project's own checks.
@@ -100,10 +99,10 @@ def new_handler(config: Config, config_path: Path, name: str) -> Written:
         words(w) for w in compliance.stop_words + compliance.start_words + compliance.help_words
     }:
         raise InvalidInput("NAME", f"{spoken!r} is a carrier keyword (STOP, HELP...)")
-    registry, _ = load_plugins(config.plugins, root=config.root)
-    if name in registry.by_name:
+    bot = build_bot(config)  # the project as it is: its handlers, its routes
+    if name in bot.registry.by_name:
         raise InvalidInput("NAME", f"a handler named {name!r} is already registered")
-    _check_reachable(config, spoken)
+    _check_reachable(bot.router, spoken)
     root = config.root
     module = root / "handlers" / f"{name}.py"
     template = config.templates_dir / f"{name}.txt.j2"
@@ -123,12 +122,9 @@ def new_handler(config: Config, config_path: Path, name: str) -> Written:
     return Written([module, template, test, config_path], spoken)
 
 
-def _check_reachable(config: Config, spoken: str) -> None:
+def _check_reachable(router: Router, spoken: str) -> None:
     """The new route comes last: a keyword or pattern route already there that matches its
     test's messages would answer them instead (`hours` takes "holiday hours please")."""
-    from bot.core import build_bot  # the whole bot: only for this check
-
-    router = build_bot(config).router
     for message in (f"{spoken} please", f"{spoken} again"):  # what TEST says
         found = router.explain(message).candidates
         if first := next((m for m in found if m.kind in ("keyword", "pattern")), None):

@@ -6,10 +6,12 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
 from bot.store import InboxItem
+from bot.workers import Worker
 from tests import plugins
 from tests.conftest import Harness, eventually, inbound
 from tests.test_end_to_end import config_with, processed
@@ -97,19 +99,24 @@ async def test_a_slow_group_does_not_hold_up_another_group(start_bot: StartBot) 
     ]
 
 
+async def only_woken(worker: Worker[Any]) -> None:
+    """No poll comes round any more: only a wake() moves `worker` (once it has settled)."""
+    worker.poll_seconds = 3600.0
+    worker.wake()
+
+    async def settled() -> bool:
+        return not worker._maybe_waiting
+
+    await eventually(settled)
+
+
 async def test_a_message_behind_a_slow_one_goes_on_the_store_s_word_with_no_claims_meanwhile(
     start_bot: StartBot,
 ) -> None:
     plugins.gate = asyncio.Event()
     bot = await start_bot(config_with(SLOW, ECHO))
     inbox = bot.runtime.inbox
-    inbox.poll_seconds = 3600.0  # no poll comes round: only a wake() moves the worker
-    inbox.wake()
-
-    async def settled() -> bool:
-        return not inbox._maybe_waiting
-
-    await eventually(settled)
+    await only_woken(inbox)
     claims = 0
     claim = inbox.claim
 
@@ -141,14 +148,7 @@ async def test_a_member_s_next_answer_goes_on_the_store_s_word_once_the_one_ahea
     start_bot: StartBot,
 ) -> None:
     bot = await start_bot(config_with(ECHO))
-    outbox = bot.runtime.outbox
-    outbox.poll_seconds = 3600.0  # no poll comes round: only a wake() moves the worker
-    outbox.wake()
-
-    async def settled() -> bool:
-        return not outbox._maybe_waiting
-
-    await eventually(settled)
+    await only_woken(bot.runtime.outbox)
     held = asyncio.Event()
     for _ in GROUP_A:
         bot.api.respond(202, hold=held)

@@ -515,88 +515,79 @@ async def test_a_store_of_an_older_schema_is_upgraded_and_keeps_its_rows(
         await store.close()
 
 
+def insert_token(jti: str) -> Callable[[sqlite3.Connection], None]:
+    """A unit whose one write stores a webhook token."""
+    return lambda db: db.execute(
+        "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, 1)", (jti,)
+    ).close()
+
+
+async def stored_tokens(store: SqliteStore) -> list[str]:
+    rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
+    return sorted(row[0] for row in rows)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = await SqliteStore.open(tmp_path / "bot.db")
+    yield store
+    await store.close()
+
+
 @pytest.mark.parametrize("one_write", [False, True], ids=["in savepoints", "one write each"])
 async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
-    tmp_path: Path, one_write: bool
+    sqlite_store: SqliteStore, one_write: bool
 ) -> None:
-    store = await SqliteStore.open(tmp_path / "full.db")
-    try:
+    def cap(db: sqlite3.Connection) -> None:  # a disk that fills up
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        db.execute(f"PRAGMA max_page_count = {pages + 2}")
 
-        def cap(db: sqlite3.Connection) -> None:  # a disk that fills up
-            pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-            db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    await sqlite_store._unit(cap)
 
-        await store._unit(cap)
+    outcomes = await asyncio.gather(
+        sqlite_store._unit(insert_token("small-before"), one_write=one_write),
+        sqlite_store._unit(insert_token("x" * 1_000_000), one_write=one_write),  # SQLITE_FULL
+        sqlite_store._unit(insert_token("small-after"), one_write=one_write),
+        return_exceptions=True,
+    )
 
-        def token(jti: str) -> Callable[[sqlite3.Connection], None]:
-            return lambda db: db.execute(
-                "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, 1)", (jti,)
-            ).close()
-
-        outcomes = await asyncio.gather(
-            store._unit(token("small-before"), one_write=one_write),
-            store._unit(token("x" * 1_000_000), one_write=one_write),  # SQLITE_FULL
-            store._unit(token("small-after"), one_write=one_write),
-            return_exceptions=True,
-        )
-
-        assert all(isinstance(o, sqlite3.Error) for o in outcomes), outcomes
-        rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
-        assert rows == []  # nothing the callers were told failed was written
-    finally:
-        await store.close()
+    assert all(isinstance(o, sqlite3.Error) for o in outcomes), outcomes
+    assert await stored_tokens(sqlite_store) == []  # nothing the callers were told failed
 
 
 async def test_sqlite_a_unit_of_one_write_that_fails_leaves_its_batch_alone(
-    tmp_path: Path,
+    sqlite_store: SqliteStore,
 ) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
-    try:
+    await sqlite_store._unit(insert_token("taken"))
+    outcomes = await asyncio.gather(
+        sqlite_store._unit(insert_token("before"), one_write=True),
+        sqlite_store._unit(insert_token("taken"), one_write=True),  # fails: a duplicate
+        sqlite_store._unit(insert_token("after"), one_write=True),
+        return_exceptions=True,
+    )
 
-        def token(jti: str) -> Callable[[sqlite3.Connection], None]:
-            return lambda db: db.execute(
-                "INSERT INTO webhook_tokens (jti, seen_at) VALUES (?, 1)", (jti,)
-            ).close()
-
-        await store._unit(token("taken"))
-        outcomes = await asyncio.gather(
-            store._unit(token("before"), one_write=True),
-            store._unit(token("taken"), one_write=True),  # its one write fails: a duplicate
-            store._unit(token("after"), one_write=True),
-            return_exceptions=True,
-        )
-
-        assert outcomes[0] is None
-        assert isinstance(outcomes[1], sqlite3.IntegrityError)
-        assert outcomes[2] is None
-        rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
-        assert sorted(row[0] for row in rows) == ["after", "before", "taken"]
-    finally:
-        await store.close()
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)
+    assert outcomes[2] is None
+    assert await stored_tokens(sqlite_store) == ["after", "before", "taken"]
 
 
 async def test_sqlite_a_unit_of_one_write_that_fails_after_it_writes_nothing(
-    tmp_path: Path,
+    sqlite_store: SqliteStore,
 ) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
-    try:
+    def write_then_fail(db: sqlite3.Connection) -> None:
+        insert_token("written")(db)
+        raise ValueError("a bug after the write")
 
-        def write_then_fail(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO webhook_tokens (jti, seen_at) VALUES ('written', 1)")
-            raise ValueError("a bug after the write")
+    outcomes = await asyncio.gather(
+        sqlite_store._unit(lambda db: db.execute("SELECT 1").fetchone()),
+        sqlite_store._unit(write_then_fail, one_write=True),
+        return_exceptions=True,
+    )
 
-        outcomes = await asyncio.gather(
-            store._unit(lambda db: db.execute("SELECT 1").fetchone()),
-            store._unit(write_then_fail, one_write=True),
-            return_exceptions=True,
-        )
-
-        assert isinstance(outcomes[1], ValueError)
-        assert isinstance(outcomes[0], sqlite3.OperationalError)  # its batch went with it
-        rows = await store._read(lambda db: db.execute("SELECT jti FROM webhook_tokens").fetchall())
-        assert rows == []
-    finally:
-        await store.close()
+    assert isinstance(outcomes[1], ValueError)
+    assert isinstance(outcomes[0], sqlite3.OperationalError)  # its batch went with it
+    assert await stored_tokens(sqlite_store) == []
 
 
 async def test_waiting_counts_what_waits_to_be_taken_now(store: Store) -> None:

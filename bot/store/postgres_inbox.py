@@ -207,8 +207,7 @@ class InboxQueries(PostgresBase):
                 )
                 SELECT EXISTS (SELECT 1 FROM done) AS done, open.groups, open.recipients,
                     (SELECT pg_notify($9, 'inbox') FROM inbound n
-                     WHERE n.group_key = (SELECT group_key FROM done)
-                     AND n.state IN ('pending', 'processing') AND n.state = 'pending'
+                     WHERE n.group_key = (SELECT group_key FROM done) AND n.state = 'pending'
                      LIMIT 1) AS told
                 FROM (
                     SELECT array_agg(group_key) AS groups, array_agg(recipient) AS recipients

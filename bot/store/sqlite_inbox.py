@@ -44,15 +44,7 @@ class InboxQueries(SqliteBase):
             state = _touch_group(db, group_key, members, now)
             # Taken at once only when nothing of its group is still open: the group's order
             # holds, as it would for a claim.
-            claim = (
-                take is not None
-                and db.execute(
-                    "SELECT 1 FROM inbound INDEXED BY inbound_open WHERE group_key = ? "
-                    "AND state IN ('pending', 'processing') LIMIT 1",
-                    (group_key,),
-                ).fetchone()
-                is None
-            )
+            claim = take is not None and not _group_open(db, group_key)
             cursor = db.execute(
                 "INSERT OR IGNORE INTO inbound (message_uuid, group_key, body, received_at, "
                 "state, lease_until, owner, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -157,14 +149,7 @@ class InboxQueries(SqliteBase):
             if cursor.rowcount != 1:
                 raise LeaseLost(f"inbound {item.message_uuid} was claimed again")
             # The group's next message, if one waits behind this one, may be claimed now.
-            behind = (
-                db.execute(
-                    "SELECT 1 FROM inbound INDEXED BY inbound_open WHERE group_key = ? "
-                    "AND state IN ('pending', 'processing') LIMIT 1",
-                    (item.group_key,),
-                ).fetchone()
-                is not None
-            )
+            behind = _group_open(db, item.group_key)
             taken = _insert_outbound(
                 db, outbound, now, take=take, owner=self.owner, origin_at=item.received_at
             )
@@ -203,3 +188,15 @@ class InboxQueries(SqliteBase):
             return None if row is None else InboundRecord(**dict(row))
 
         return await self._read(find)
+
+
+def _group_open(db: sqlite3.Connection, group_key: str) -> bool:
+    """Whether a message of the group is waiting or in progress."""
+    return (
+        db.execute(
+            "SELECT 1 FROM inbound INDEXED BY inbound_open WHERE group_key = ? "
+            "AND state IN ('pending', 'processing') LIMIT 1",
+            (group_key,),
+        ).fetchone()
+        is not None
+    )
