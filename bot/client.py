@@ -1,7 +1,8 @@
 """The Messages API client: one OutboundMessage -> `POST {api_url}/v1/messages`.
 
-Auth is a fresh RS256 JWT per request (application id + private key, new `jti`, short `exp`)
-or HTTP Basic (api key + secret). Answers become ApiErrors carrying the problem document's
+Auth is an RS256 application JWT (application id + private key, new `jti`, short `exp`),
+signed anew every JWT_REUSE_SECONDS, or HTTP Basic (api key + secret). Requests go through
+bot.transport's kept-alive connections. Answers become ApiErrors carrying the problem document's
 title and detail; 429 and 5xx, timeouts and lost connections are transient, other 4xx are
 permanent.
 """
@@ -9,24 +10,25 @@ permanent.
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import json
 import math
 import time
 import uuid
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
-import aiohttp
 import jwt
 import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from bot.config import ProviderSettings
 from bot.exceptions import ApiError, ConfigError, PermanentApiError, TransientApiError
 from bot.models import Accepted, OutboundMessage
+from bot.transport import Origin
 
 JSON = "application/json"
 JWT_LIFETIME_SECONDS = 120
@@ -36,6 +38,16 @@ JWT_LIFETIME_SECONDS = 120
 JWT_REUSE_SECONDS = 10
 # A Retry-After beyond this is taken as this: one bad header must not stop sending for days.
 MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+def _user_agent() -> str:
+    try:
+        return f"groupbot/{importlib.metadata.version('groupbot')}"
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "groupbot"
+
+
+USER_AGENT = _user_agent()
 
 log = structlog.get_logger("groupbot.client")
 
@@ -54,7 +66,7 @@ class Provider(Protocol):
 class MessagesClient:
     def __init__(self, settings: ProviderSettings, *, root: Path) -> None:
         self.url = settings.api_url.rstrip("/") + "/v1/messages"
-        self.timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        self.timeout_seconds = settings.timeout_seconds
         self._application_id = settings.application_id
         self._key: RSAPrivateKey | None = None
         self._basic: str | None = None
@@ -69,9 +81,9 @@ class MessagesClient:
             raise ConfigError(
                 ["provider: expected application_id and private_key, or api_key and api_secret"]
             )
-        self._session: aiohttp.ClientSession | None = None
+        self._origin: Origin | None = None  # made on the first send: https loads the CAs
         self._token: tuple[float, str] | None = None  # (signed at, header value)
-        self._built: tuple[str, CIMultiDict[str]] | None = None  # (authorization, headers)
+        self._head: tuple[str, bytes] | None = None  # (authorization, request head)
 
     def authorization(self, now: float | None = None) -> str:
         if self._key is None:
@@ -88,38 +100,40 @@ class MessagesClient:
             self._token = (now, "Bearer " + jwt.encode(claims, self._key, algorithm="RS256"))
         return self._token[1]
 
-    def _headers(self, authorization: str) -> CIMultiDict[str]:
-        """A send's headers, built once per token (aiohttp copies them into each request)."""
-        if self._built is None or self._built[0] != authorization:
-            headers = CIMultiDict(Authorization=authorization, Accept=JSON)
-            headers["Content-Type"] = JSON
-            self._built = (authorization, headers)
-        return self._built[1]
+    def _request_head(self, origin: Origin, authorization: str) -> bytes:
+        """A send's request line and headers, encoded once per token."""
+        if self._head is None or self._head[0] != authorization:
+            headers = {
+                "Authorization": authorization,
+                "Accept": JSON,
+                "Content-Type": JSON,
+                "User-Agent": USER_AGENT,
+            }
+            self._head = (authorization, origin.head(urlsplit(self.url).path, headers))
+        return self._head[1]
 
     async def send(self, message: OutboundMessage) -> str | None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        headers = self._headers(self.authorization())
+        if self._origin is None:
+            self._origin = Origin(self.url, timeout_seconds=self.timeout_seconds)
+        head = self._request_head(self._origin, self.authorization())
         try:
-            async with self._session.post(self.url, data=message.api_json, headers=headers) as resp:
-                body = await resp.read()
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except TimeoutError:
-            raise TransientApiError(f"no answer within {self.timeout.total:g} s") from None
-        except aiohttp.ClientError as exc:
+            answer = await self._origin.post(head, message.api_json)
+        except TimeoutError:  # an OSError too: first
+            raise TransientApiError(f"no answer within {self.timeout_seconds:g} s") from None
+        except OSError as exc:
             raise TransientApiError(f"connection failed: {type(exc).__name__}: {exc}") from None
-        if 200 <= status < 300:
+        if 200 <= answer.status < 300:
             try:
-                return Accepted.model_validate_json(body).message_uuid
+                return Accepted.model_validate_json(answer.body).message_uuid
             except ValidationError:
                 # Accepted all the same: sending again would double the message.
-                log.warning("accepted_without_uuid", status=status)
+                log.warning("accepted_without_uuid", status=answer.status)
                 return None
-        raise problem_error(status, body, retry_after)
+        raise problem_error(answer.status, answer.body, answer.headers.get("retry-after"))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._origin is not None:
+            await self._origin.close()
 
 
 def problem_error(status: int, body: bytes, retry_after: str | None = None) -> ApiError:

@@ -110,6 +110,24 @@ class ProviderSettings(_Section):
     timeout_seconds: Annotated[float, Field(gt=0)] = 10
     retry: RetrySettings = RetrySettings()
 
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError(f"expected a port number in {value!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"expected an https:// URL such as https://api.nexmo.com, got {value!r}"
+            )
+        if parts.username is not None:  # not echoed: it may carry a password
+            raise ValueError("expected no user or password in the URL")
+        if parts.query or parts.fragment:
+            raise ValueError(f"expected scheme, host and path only, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _credentials(self) -> ProviderSettings:
         jwt = self.application_id and self.private_key.get_secret_value()

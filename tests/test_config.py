@@ -340,6 +340,32 @@ def test_invalid_bot_number_is_refused_naming_bot_number() -> None:
     assert "'not a number'" in problems[0]
 
 
+@pytest.mark.parametrize(
+    ("api_url", "expected"),
+    [
+        ("api.nexmo.com", "expected an https:// URL"),
+        ("ftp://api.nexmo.com", "expected an https:// URL"),
+        ("https://", "expected an https:// URL"),
+        ("https://api.nexmo.com:port", "expected a port number"),
+        ("https://user:pw@api.nexmo.com", "no user or password"),
+        ("https://api.nexmo.com/?x=1", "scheme, host and path only"),
+    ],
+)
+def test_provider_api_url_must_be_an_http_url(api_url: str, expected: str) -> None:
+    problems = problems_of(with_(provider={"api_url": api_url}))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{SOURCE}: provider.api_url: ")
+    assert expected in problems[0]
+    assert "pw" not in problems[0]
+
+
+@pytest.mark.parametrize(
+    "api_url", ["https://api.nexmo.com", "http://127.0.0.1:8091", "https://[::1]:8443/base"]
+)
+def test_provider_api_url_accepts_http_and_https(api_url: str) -> None:
+    assert parse(with_(provider={"api_url": api_url})).provider.api_url == api_url
+
+
 def test_missing_bot_section_is_refused_naming_it() -> None:
     problems = problems_of({"routes": []})
     assert problems[0].startswith(f"{SOURCE}: bot: ")
