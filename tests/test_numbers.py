@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.exceptions import InvalidInput, InvalidNumber
-from bot.numbers import display, mask, normalize
+from bot.numbers import _parsed, display, is_nanp_digits, mask, normalize
 
 
 @pytest.mark.parametrize(
@@ -108,3 +110,17 @@ def test_ten_digits_without_country_code_ask_for_the_us_one() -> None:
         normalize("(202) 555-0111", field="to[0]")
     assert raised.value.field == "to[0]"
     assert normalize("+1 202 555 0111") == "12025550111"
+
+
+@given(st.from_regex(r"1[0-9]{10}", fullmatch=True))
+def test_the_library_returns_a_north_american_number_in_api_digits_unchanged(raw: str) -> None:
+    # Why normalize() may return such a number as it is, without parsing it.
+    assert is_nanp_digits(raw)
+    assert _parsed(raw, field="number") == raw
+
+
+@pytest.mark.parametrize(
+    "raw", ["11234567891 ", "+11234567891", "2123456789", "112345678912", "1123456789\u0661"]
+)
+def test_only_eleven_ascii_digits_starting_with_1_skip_the_library(raw: str) -> None:
+    assert not is_nanp_digits(raw)
