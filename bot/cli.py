@@ -85,7 +85,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         # default level, only warnings and errors beside it. `run` logs as configured, and
         # so does every command at another level (debug to see more, error to see less).
         quiet = args.command != "run" and config.log.level == "info"
-        configure(config.log.model_copy(update={"level": "warning"}) if quiet else config.log)
+        settings = config.log.model_copy(update={"level": "warning"}) if quiet else config.log
+        configure(settings, final=args.command == "run")
         if args.command == "intents":
             return _intents_eval(config, args)
         if args.command == "chat":

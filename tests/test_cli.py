@@ -369,11 +369,14 @@ async def test_run_answers_a_webhook_and_stops_on_sigterm(
             assert response.status == 200
             answer = await response.json()
         assert answer == {"message_uuid": webhook["message_uuid"], "duplicate": False}
-
         accepted = await fake_api.wait_for_accepted(3)
+        second = inbound(MEMBERS[1], "ticket 43", [MEMBERS[0], MEMBERS[2]])
+        async with post_signed(session, run_bot.url + "/webhooks/inbound", second) as response:
+            assert response.status == 200
+        await fake_api.wait_for_accepted(6)
 
-    assert sorted(str(a.body["to"]) for a in accepted) == MEMBERS
-    for record in accepted:
+    assert sorted(str(a.body["to"]) for a in accepted[:3]) == MEMBERS
+    for record in accepted[:3]:
         assert str(record.body["text"]).startswith("Ticket #42 is open.")
         assert record.body["mms"] == {
             "participants": [m for m in MEMBERS if m != record.body["to"]]
@@ -385,6 +388,14 @@ async def test_run_answers_a_webhook_and_stops_on_sigterm(
     except TimeoutError:
         pytest.fail(f"groupbot run did not exit within 15 s of SIGTERM:\n{run_bot.log.read_text()}")
     assert code == 0, run_bot.log.read_text()
+    text = run_bot.log.read_text()
+    events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert {"bot_started", "bot_stopping"} <= {event["event"] for event in events}
+    # Each message's lines carry the context bound for it; numbers stay masked.
+    for name in ("inbound_stored", "inbound_processed"):
+        uuids = [event.get("message_uuid") for event in events if event["event"] == name]
+        assert uuids == [webhook["message_uuid"], second["message_uuid"]], name
+    assert not any(member in text for member in MEMBERS)
 
 
 async def test_run_refuses_to_start_on_a_config_with_problems(tmp_path: Path) -> None:
