@@ -124,8 +124,12 @@ class ProviderSettings(_Section):
             )
         if parts.username is not None:  # not echoed: it may carry a password
             raise ValueError("expected no user or password in the URL")
-        if parts.query or parts.fragment:
+        if "?" in value or "#" in value:
             raise ValueError(f"expected scheme, host and path only, got {value!r}")
+        if not value.isascii() or any(c.isspace() for c in value):
+            raise ValueError(
+                f"expected ASCII without spaces (percent-encode the rest), got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")

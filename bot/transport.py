@@ -140,9 +140,10 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[Answer] | None = None
+        self._received = 0  # bytes of this exchange's answer, its head included
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
-        self._size = 0
+        self._ends_with_close = False  # no length, not chunked: the answer ends with the connection
         self.reusable = False
         self.idle_since = 0.0
 
@@ -150,13 +151,14 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         assert self.reusable
         self.reusable = False  # until a whole answer has come, on a connection kept alive
-        self._headers, self._body, self._size = {}, [], 0
+        self._received = 0
         self._answer = asyncio.get_running_loop().create_future()
         self._transport.write(request)
         return self._answer
 
     def close(self) -> None:
         self.reusable = False
+        self._fail_answer("the connection was closed before the answer came")
         if self._transport is not None:
             self._transport.close()
 
@@ -171,43 +173,65 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         self._open_connections.discard(self)
-        self._fail("the server closed the connection before it answered")
+        closed_cleanly = exc is None  # not reset: a reset answer may be cut short
+        if self._ends_with_close and closed_cleanly and self._answer and not self._answer.done():
+            self._answer.set_result(self._whole_answer())  # its end is the connection's
+        self._fail_answer("the server closed the connection before it answered")
 
     def data_received(self, data: bytes) -> None:
+        self._received += len(data)
         if self._answer is None or self._answer.done():
             self._fail("the server sent data no request asked for")
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail("the server switched protocols")
-        except httptools.HttpParserCallbackError as exc:  # one of ours refused the answer
-            self._fail(str(exc.__context__ or exc))
-        except httptools.HttpParserError as exc:
-            self._fail(f"malformed answer: {exc}")
+        elif self._received > MAX_ANSWER_BYTES:  # counts the head too: it may be endless
+            self._fail(f"an answer of more than {MAX_ANSWER_BYTES} bytes")
+        else:
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                self._fail("the server switched protocols")
+            except httptools.HttpParserCallbackError as exc:  # one of ours refused the data
+                self._fail(str(exc.__context__ or exc))
+            except httptools.HttpParserError as exc:
+                self._fail(f"malformed answer: {exc}")
 
     # -- httptools
+
+    def on_message_begin(self) -> None:
+        if self._answer is None or self._answer.done():
+            # Bytes after the answer (in the same read): never taken for the next one.
+            raise ValueError("the server sent more than one answer")
+        self._headers, self._body, self._ends_with_close = {}, [], False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._ends_with_close = (
+            status >= 200  # 1xx: an interim answer, the real one follows
+            and status not in (204, 304)
+            and "content-length" not in self._headers
+            and "chunked" not in self._headers.get("transfer-encoding", "").lower()
+        )
+
     def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > MAX_ANSWER_BYTES:
-            raise ValueError(f"an answer of more than {MAX_ANSWER_BYTES} bytes")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if status < 200:  # an interim answer (100 Continue): the real one follows
-            self._headers, self._body, self._size = {}, [], 0
+        if self._parser.get_status_code() < 200:  # an interim answer: the real one follows
             return
         assert self._answer is not None
         self.reusable = self._parser.should_keep_alive()
-        self._answer.set_result(Answer(status, self._headers, b"".join(self._body)))
+        self._answer.set_result(self._whole_answer())
+
+    def _whole_answer(self) -> Answer:
+        return Answer(self._parser.get_status_code(), self._headers, b"".join(self._body))
 
     def _fail(self, reason: str) -> None:
         """End the exchange in progress, if any, with a ConnectionError; close for good."""
+        self._fail_answer(reason)
         self.close()
+
+    def _fail_answer(self, reason: str) -> None:
         if self._answer is not None and not self._answer.done():
             self._answer.set_exception(ConnectionError(reason))

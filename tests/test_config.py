@@ -349,6 +349,9 @@ def test_invalid_bot_number_is_refused_naming_bot_number() -> None:
         ("https://api.nexmo.com:port", "expected a port number"),
         ("https://user:pw@api.nexmo.com", "no user or password"),
         ("https://api.nexmo.com/?x=1", "scheme, host and path only"),
+        ("https://api.nexmo.com/base?", "scheme, host and path only"),
+        ("https://proxy.example.com/vonage proxy", "ASCII without spaces"),
+        ("https://proxy.example.com/café", "ASCII without spaces"),
     ],
 )
 def test_provider_api_url_must_be_an_http_url(api_url: str, expected: str) -> None:

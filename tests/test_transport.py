@@ -204,6 +204,55 @@ def test_a_post_works_on_uvloop_as_groupbot_run_has_it() -> None:
     assert run.stdout.split() == ["202", "202"]
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'HTTP/1.0 202 Accepted\r\n\r\n{"message_uuid": "x"}',
+        b'HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\n{"message_uuid": "x"}',
+    ],
+)
+async def test_an_answer_without_a_length_ends_when_the_server_closes(
+    raw_server: Callable[[Serve], Awaitable[RawServer]], answer: bytes
+) -> None:
+    async def close_after(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    server = await raw_server(close_after)
+    origin = Origin(server.url, timeout_seconds=5)
+
+    got = await origin.post(origin.head("/", HEADERS), b"{}")
+    await origin.close()
+
+    assert (got.status, got.body) == (202, b'{"message_uuid": "x"}')
+
+
+async def test_bytes_after_an_answer_are_never_taken_for_the_next_one(
+    raw_server: Callable[[Serve], Awaitable[RawServer]],
+) -> None:
+    first = b"HTTP/1.1 429 Too Many\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+    stray = b"HTTP/1.1 400 Bad\r\nRetry-After: 86400\r\nContent-Len"  # half an answer
+    answers = iter([first + stray, ACCEPTED])
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await read_request(reader))[0]:
+            writer.write(next(answers))
+            await writer.drain()
+
+    server = await raw_server(serve)
+    origin = Origin(server.url, timeout_seconds=5)
+    head = origin.head("/", HEADERS)
+
+    answer = await origin.post(head, b"{}")
+    second = await origin.post(head, b"{}")
+    await origin.close()
+
+    assert (answer.status, answer.headers["retry-after"]) == (429, "1")
+    assert second.status == 202  # the server's own answer, on a new connection
+    assert server.connections == 2
+
+
 # -- connections ---------------------------------------------------------------------------
 
 
@@ -382,6 +431,42 @@ async def test_what_is_not_an_answer_is_a_connection_error_and_the_connection_is
         await origin.post(origin.head("/", HEADERS), b"{}")
     await asyncio.wait_for(server.closed.wait(), 5)
     await origin.close()
+
+
+async def test_an_endless_head_is_refused_at_the_size_cap(
+    raw_server: Callable[[Serve], Awaitable[RawServer]],
+) -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        while not writer.is_closing():
+            writer.write(b"a" * 65536)
+            await writer.drain()
+
+    server = await raw_server(endless)
+    origin = Origin(server.url, timeout_seconds=30)
+
+    with pytest.raises(ConnectionError, match="more than"):
+        await origin.post(origin.head("/", HEADERS), b"{}")
+    await origin.close()
+
+
+async def test_closing_with_a_request_in_flight_fails_it(
+    raw_server: Callable[[Serve], Awaitable[RawServer]],
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()
+
+    server = await raw_server(silent)
+    origin = Origin(server.url, timeout_seconds=30)
+    post = asyncio.create_task(origin.post(origin.head("/", HEADERS), b"{}"))
+    await until(lambda: server.connections == 1)
+
+    await origin.close()
+
+    with pytest.raises(ConnectionError, match="closed before the answer came"):
+        await post
 
 
 async def test_a_refused_connection_is_an_os_error(
