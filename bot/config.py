@@ -126,10 +126,13 @@ class ProviderSettings(_Section):
             raise ValueError("expected no user or password in the URL")
         if "?" in value or "#" in value:
             raise ValueError(f"expected scheme, host and path only, got {value!r}")
-        if not value.isascii() or any(c.isspace() for c in value):
+        if not value.isascii() or any(c <= " " or c == "\x7f" for c in value):
             raise ValueError(
-                f"expected ASCII without spaces (percent-encode the rest), got {value!r}"
+                "expected ASCII without spaces or control characters (percent-encode the "
+                f"rest), got {value!r}"
             )
+        if parts.port == 0:
+            raise ValueError(f"expected a port from 1 to 65535, got {value!r}")
         return value
 
     @model_validator(mode="after")

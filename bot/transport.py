@@ -59,6 +59,8 @@ class Origin:
         if parts.username is not None or parts.password is not None:
             raise ValueError("expected a URL without credentials")
         self.host = parts.hostname
+        if parts.port == 0:
+            raise ValueError(f"expected a port from 1 to 65535, got {url!r}")
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self._host_header = parts.netloc  # with the port if the URL has one, as browsers send
         self._ssl: ssl.SSLContext | None = None

@@ -352,6 +352,9 @@ def test_invalid_bot_number_is_refused_naming_bot_number() -> None:
         ("https://api.nexmo.com/base?", "scheme, host and path only"),
         ("https://proxy.example.com/vonage proxy", "ASCII without spaces"),
         ("https://proxy.example.com/café", "ASCII without spaces"),
+        ("https://api.nexmo.com/a\x00b", "control characters"),
+        ("https://api.nexmo.com/a\x01b", "control characters"),
+        ("https://api.nexmo.com:0", "a port from 1 to 65535"),
     ],
 )
 def test_provider_api_url_must_be_an_http_url(api_url: str, expected: str) -> None:

@@ -553,6 +553,7 @@ async def test_https_is_spoken_with_the_certificate_checked(tmp_path: Path) -> N
         ("ftp://example.com", "http:// or https://"),
         ("example.com", "http:// or https://"),
         ("https://user:secret@example.com", "without credentials"),
+        ("https://example.com:0", "a port from 1 to 65535"),
     ],
 )
 def test_an_origin_needs_an_http_url_without_credentials(url: str, expected: str) -> None:
