@@ -1,6 +1,6 @@
-"""bench/e2e.py and bench/store.py, run small: the benchmarks work from a fresh clone, on both
-stores, and every figure they print is there and believable (speed itself is for the full
-run, not for tests)."""
+"""bench/e2e.py, bench/store.py and bench/client.py, run small: the benchmarks work from a
+fresh clone, on both stores, and every figure they print is there and believable (speed
+itself is for the full run, not for tests)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,24 @@ def test_the_store_benchmark_records_every_answer_and_prints_every_figure() -> N
     [ratio] = [line for line in lines if line.startswith("CPU a webhook, groupbot / baseline:")]
     assert 0 < float(ratio.rpartition(":")[2]) < 20
     assert lines[-1] == ratio  # no system fell short of 3 answers sent a webhook
+
+
+def test_the_client_benchmark_answers_every_request_and_prints_every_figure() -> None:
+    command = [sys.executable, "bench/client.py", "--n", "200"]
+    run = subprocess.run(  # noqa: S603 - our own script
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("loop"))
+    assert header.split() == ["loop", "client", "requests/s", "CPU", "µs"]
+    rows = [line.split() for line in lines[lines.index(header) + 1 :][:4]]
+    systems = [
+        (loop, client) for loop in ("asyncio", "uvloop") for client in ("aiohttp", "groupbot")
+    ]
+    assert [tuple(row[:2]) for row in rows] == systems
+    assert all(float(figure) > 0 for row in rows for figure in row[2:])
+    ratios = [line for line in lines if line.startswith("CPU a request, groupbot / aiohttp")]
+    assert len(ratios) == 2
+    assert all(0 < float(ratio.rpartition(":")[2]) < 20 for ratio in ratios)
+    assert lines[-1] == ratios[-1]  # every request was answered 202
