@@ -128,12 +128,12 @@ class OutboxWorker(Worker[OutboxItem]):
             slot = self._slots.pop(item.id, None)
             if slot is not None and not await self._wait_for_slot(*slot):
                 log.warning("send_slot_too_late", **_about(item))
-                await self.store.record_retry(item, "no send slot in time", time.time())
+                await self.store.record_held_back(item, "no send slot in time", time.time())
                 self.wake()
                 return
             if time.time() < self._paused_until:
                 # A 429 came back while this one waited: it goes when the pause is over.
-                await self.store.record_retry(item, "held back by a 429", self._paused_until)
+                await self.store.record_held_back(item, "held back by a 429", self._paused_until)
                 self.wake()
             else:
                 await self._send(item)

@@ -230,6 +230,9 @@ async def test_a_429_waits_at_least_retry_after_before_the_next_attempt(
     assert records[limited].state == "sent"
     assert records[limited].attempts == 2
     assert len(api.accepted) == 3
+    # The others were held back by the pause, not sent: that costs them no attempt.
+    for member in set(MEMBERS) - {limited}:
+        assert records[member].attempts == len([to for _, to in api.arrivals if to == member])
 
 
 async def test_a_429_records_the_problem_while_waiting(

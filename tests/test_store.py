@@ -268,6 +268,26 @@ async def test_retry_waits_until_due_and_keeps_member_order(store: Store) -> Non
     assert (retried.broadcast_id, retried.attempts) == ("b-1", 2)
 
 
+async def test_a_message_held_back_unsent_keeps_its_attempts_and_its_place(
+    store: Store,
+) -> None:
+    await store.enqueue(planned("b-1", B, "first"), B.members, NOW)
+    await store.enqueue(planned("b-2", B, "second"), B.members, NOW)
+    held, sent = await claim_out(store)
+    await store.record_held_back(held, "held back by a 429", NOW + 30)
+    await store.record_sent(sent, "u", NOW)
+
+    with pytest.raises(LeaseLost):  # fenced like any outcome: given back once
+        await store.record_held_back(held, "held back by a 429", NOW + 30)
+    claimed = await claim_out(store, NOW + 1)
+    [again] = await claim_out(store, NOW + 31)
+
+    assert [(i.broadcast_id, i.message.to) for i in claimed] == [("b-2", B.members[1])]
+    assert (again.id, again.attempts) == (held.id, 1)  # the first claim did not count
+    [record] = [r for r in await store.broadcast("b-1") if r.recipient == held.message.to]
+    assert (record.state, record.attempts, record.error) == ("sending", 1, "held back by a 429")
+
+
 async def test_two_stores_on_one_database_never_claim_the_same_message(opener: Opener) -> None:
     one, two = await opener(), await opener()
     for n in range(20):

@@ -284,6 +284,11 @@ class Store(Protocol):
 
     async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None: ...
 
+    async def record_held_back(self, item: OutboxItem, reason: str, next_attempt_at: float) -> None:
+        """Give the claim back unsent (a 429's pause, no send slot in time): pending again at
+        `next_attempt_at`, and the claim's attempt not counted, since no request was made."""
+        ...
+
     async def record_failed(self, item: OutboxItem, error: str, now: float) -> None: ...
 
     async def record_status(

@@ -105,6 +105,13 @@ class OutboxQueries(PostgresBase):
             item, "state = 'pending', error = $3, next_attempt_at = $4", (error, next_attempt_at)
         )
 
+    async def record_held_back(self, item: OutboxItem, reason: str, next_attempt_at: float) -> None:
+        await self._finish_attempt(
+            item,
+            "state = 'pending', error = $3, next_attempt_at = $4, attempts = attempts - 1",
+            (reason, next_attempt_at),
+        )
+
     async def record_failed(self, item: OutboxItem, error: str, now: float) -> None:
         await self._finish_attempt(
             item, "state = 'failed', error = $3, finished_at = $4", (error, now)

@@ -104,6 +104,14 @@ class OutboxQueries(SqliteBase):
             again=True,
         )
 
+    async def record_held_back(self, item: OutboxItem, reason: str, next_attempt_at: float) -> None:
+        await self._finish_attempt(
+            item,
+            "state = 'pending', error = ?, next_attempt_at = ?, attempts = attempts - 1",
+            (reason, next_attempt_at),
+            again=True,
+        )
+
     async def record_failed(self, item: OutboxItem, error: str, now: float) -> None:
         await self._finish_attempt(
             item, "state = 'failed', error = ?, finished_at = ?", (error, now)
