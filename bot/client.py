@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from bot.config import ProviderSettings
 from bot.exceptions import ApiError, ConfigError, PermanentApiError, TransientApiError
 from bot.models import Accepted, OutboundMessage
-from bot.transport import Origin
+from bot.transport import NoAnswer, Origin
 
 JSON = "application/json"
 JWT_LIFETIME_SECONDS = 120
@@ -120,8 +120,15 @@ class MessagesClient:
             answer = await self._origin.post(head, message.api_json)
         except TimeoutError:  # an OSError too: first
             raise TransientApiError(f"no answer within {self.timeout_seconds:g} s") from None
+        except NoAnswer as exc:  # an OSError too: before the next
+            raise TransientApiError(
+                f"no answer: {exc} (the request may have reached the API)"
+            ) from None
         except OSError as exc:
-            raise TransientApiError(f"connection failed: {type(exc).__name__}: {exc}") from None
+            where = f"{self._origin.host}:{self._origin.port}"
+            raise TransientApiError(
+                f"connection failed: cannot connect to {where}: {type(exc).__name__}: {exc}"
+            ) from None
         if 200 <= answer.status < 300:
             try:
                 return Accepted.model_validate_json(answer.body).message_uuid
@@ -129,15 +136,17 @@ class MessagesClient:
                 # Accepted all the same: sending again would double the message.
                 log.warning("accepted_without_uuid", status=answer.status)
                 return None
-        raise problem_error(answer.status, answer.body, answer.headers.get("retry-after"))
+        raise problem_error(answer.status, answer.body, answer.headers.get("retry-after"), self.url)
 
     async def close(self) -> None:
         if self._origin is not None:
             await self._origin.close()
 
 
-def problem_error(status: int, body: bytes, retry_after: str | None = None) -> ApiError:
-    """An RFC 7807 problem document as the ApiError it means."""
+def problem_error(
+    status: int, body: bytes, retry_after: str | None = None, url: str | None = None
+) -> ApiError:
+    """An RFC 7807 problem document as the ApiError it means (`url`: where it came from)."""
     title: str | None = None
     detail: str | None = None
     try:
@@ -148,6 +157,8 @@ def problem_error(status: int, body: bytes, retry_after: str | None = None) -> A
         title = str(problem["title"]) if problem.get("title") is not None else None
         detail = str(problem["detail"]) if problem.get("detail") is not None else None
     message = f"HTTP {status}: {title or 'no problem document'}" + (f": {detail}" if detail else "")
+    if status == 404 and url is not None:  # most likely an api_url that is not the API's base
+        message += f" (POST {url}: is provider.api_url right?)"
     kind = TransientApiError if status == 429 or status >= 500 else PermanentApiError
     return kind(
         message, status=status, title=title, detail=detail, retry_after=_seconds(retry_after)

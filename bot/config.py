@@ -89,6 +89,11 @@ class RetrySettings(_Section):
     ttl_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0
 
 
+# A host name's letters, digits, dots and hyphens, or an IP address (urlsplit has taken an
+# IPv6 address out of its brackets).
+_HOST = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")
+
+
 class ProviderSettings(_Section):
     kind: Literal["simulator", "vonage"] = "simulator"
     api_url: str = "https://api.nexmo.com"
@@ -133,6 +138,12 @@ class ProviderSettings(_Section):
             )
         if parts.port == 0:
             raise ValueError(f"expected a port from 1 to 65535, got {value!r}")
+        if not _HOST.fullmatch(parts.hostname):
+            raise ValueError(f"expected a host name or IP address, got {parts.hostname!r}")
+        if parts.path.rstrip("/").endswith("/v1/messages"):
+            raise ValueError(
+                f"expected the API's base URL (groupbot adds /v1/messages), got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")

@@ -8,10 +8,11 @@ read an answer sent with a length or chunked, keep connections for the next requ
 `limit` of them, each idle at most `keepalive_seconds`), TLS for https, and one deadline for
 the whole exchange.
 
-Errors: `TimeoutError` past the deadline; `OSError` when no connection could be made (TLS
-and name lookup included); `ConnectionError` (an OSError too) when a connection broke or
-brought something that is not an answer. A connection whose exchange failed in any way is
-closed, never used again.
+Errors: `TimeoutError` past the deadline; `NoAnswer` (a ConnectionError) when the request
+was written but no answer came whole: the connection broke, or brought something that is
+not an answer, so the request may have arrived; any other `OSError` when no connection
+could be made (TLS and name lookup included). A connection whose exchange failed in any
+way is closed, never used again.
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ from urllib.parse import urlsplit
 import httptools
 
 # The API answers with a few hundred bytes; a server sending more is not the API.
-MAX_ANSWER_BYTES = 1 << 20
+MAX_ANSWER_BYTES = 1 << 20  # said as "1 MiB": logs mask any run of 7 digits as a number
 # aiohttp's default too: servers drop idle connections after a while, and a request written
 # to one they are dropping fails.
 KEEPALIVE_SECONDS = 15.0
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_IN_VALUES = re.compile(r"[\r\n\x00]")
+
+
+class NoAnswer(ConnectionError):
+    """The request was written, but no whole answer came back."""
 
 
 class Answer(NamedTuple):
@@ -185,7 +190,7 @@ class _Connection(asyncio.Protocol):
         if self._answer is None or self._answer.done():
             self._fail("the server sent data no request asked for")
         elif self._received > MAX_ANSWER_BYTES:  # counts the head too: it may be endless
-            self._fail(f"an answer of more than {MAX_ANSWER_BYTES} bytes")
+            self._fail(f"an answer of more than {MAX_ANSWER_BYTES >> 20} MiB")
         else:
             try:
                 self._parser.feed_data(data)
@@ -236,4 +241,4 @@ class _Connection(asyncio.Protocol):
 
     def _fail_answer(self, reason: str) -> None:
         if self._answer is not None and not self._answer.done():
-            self._answer.set_exception(ConnectionError(reason))
+            self._answer.set_exception(NoAnswer(reason))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -355,7 +356,38 @@ async def test_connection_refused_is_transient(make_client: MakeClient) -> None:
         await client.send(docs_message())
 
     assert raised.value.status is None
-    assert "connection failed" in str(raised.value)
+    assert "connection failed: cannot connect to 127.0.0.1:" in str(raised.value)
+
+
+async def test_a_connection_closed_before_the_answer_is_transient_and_says_it_may_have_arrived(
+    make_client: MakeClient,
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    client = make_client(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+
+    with pytest.raises(TransientApiError) as raised:
+        await client.send(docs_message())
+    server.close()
+
+    assert raised.value.status is None
+    assert "closed the connection before it answered" in str(raised.value)
+    assert "may have reached the API" in str(raised.value)
+
+
+async def test_a_404_names_the_url_posted_to(
+    fake_api: FakeMessagesApi, make_client: MakeClient
+) -> None:
+    client = make_client(fake_api.url + "/v2")  # the fake serves /v1/messages only
+
+    with pytest.raises(PermanentApiError) as raised:
+        await client.send(docs_message())
+
+    assert raised.value.status == 404
+    assert f"POST {fake_api.url}/v2/v1/messages: is provider.api_url right?" in str(raised.value)
 
 
 async def test_the_client_keeps_working_after_a_transient_error(

@@ -355,6 +355,9 @@ def test_invalid_bot_number_is_refused_naming_bot_number() -> None:
         ("https://api.nexmo.com/a\x00b", "control characters"),
         ("https://api.nexmo.com/a\x01b", "control characters"),
         ("https://api.nexmo.com:0", "a port from 1 to 65535"),
+        ("https://api.nexmo.com%20", "a host name or IP address"),
+        ("https://api_nexmo.com", "a host name or IP address"),
+        ("https://api.nexmo.com/v1/messages", "base URL (groupbot adds /v1/messages)"),
     ],
 )
 def test_provider_api_url_must_be_an_http_url(api_url: str, expected: str) -> None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bot.transport import MAX_ANSWER_BYTES, Origin
+from bot.transport import MAX_ANSWER_BYTES, NoAnswer, Origin
 from tests.conftest import eventually
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -401,7 +401,7 @@ async def test_a_server_closing_before_it_answers_is_a_connection_error(
     server = await raw_server(hang_up)
     origin = Origin(server.url, timeout_seconds=5)
 
-    with pytest.raises(ConnectionError, match="closed the connection before it answered"):
+    with pytest.raises(NoAnswer, match="closed the connection before it answered"):
         await origin.post(origin.head("/", HEADERS), b"{}")
     await origin.close()
 
