@@ -5,7 +5,8 @@ prints figures. A fake Messages API (an aiohttp server answering 202 with a mess
 runs in a process of its own, on the other core when the machine has more than one; this
 process posts N message bodies with a JWT-sized Authorization header, 64 at a time (the
 outbox's places), through each client in turn, on the standard asyncio loop (as
-`bench/baseline_bot.py` runs) and on uvloop (as `groupbot run` does).
+`bench/baseline_bot.py` runs) and on uvloop (as `groupbot run` does), with the garbage
+collector settled as `groupbot run` has it.
 
 - aiohttp: one `ClientSession`, `session.post(url, data=body, headers=headers)`, the answer
   read whole and its JSON parsed: what the baseline bot does for each member.
@@ -34,6 +35,7 @@ import aiohttp
 import uvloop
 from aiohttp import web
 
+from bot.cli import settle_gc
 from bot.transport import Origin
 
 IN_FLIGHT = 64
@@ -139,6 +141,7 @@ def main(n: int) -> int:
         wait_ready(port, api)
         if two_cores:
             os.sched_setaffinity(0, {0})
+        settle_gc()  # as `groupbot run` has it, for both clients
         url = f"http://127.0.0.1:{port}/v1/messages"
         rows = []
         for loop_name, run in (("asyncio", asyncio.run), ("uvloop", uvloop.run)):
