@@ -12,12 +12,17 @@ ROOT = Path(__file__).resolve().parent.parent
 N = 60
 
 
-def test_the_end_to_end_benchmark_runs_every_system_and_prints_every_figure() -> None:
-    command = [sys.executable, "bench/e2e.py", "--n", str(N), "--c", "8", "--postgres"]
+def bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run one of bench/'s scripts with this Python; it must exit 0."""
     run = subprocess.run(  # noqa: S603 - our own script
-        command, cwd=ROOT, capture_output=True, text=True, timeout=180
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     assert run.returncode == 0, run.stderr[-2000:]
+    return run
+
+
+def test_the_end_to_end_benchmark_runs_every_system_and_prints_every_figure() -> None:
+    run = bench("bench/e2e.py", "--n", str(N), "--c", "8", "--postgres", timeout=180)
     lines = run.stdout.splitlines()
     header = next(line for line in lines if line.startswith("system"))
     assert header.endswith("peak MB  CPU µs/msg")
@@ -38,12 +43,7 @@ def test_the_end_to_end_benchmark_runs_every_system_and_prints_every_figure() ->
 
 
 def test_the_store_benchmark_records_every_answer_and_prints_every_figure() -> None:
-    command = [sys.executable, "bench/store.py", "--n", "100"]
-    run = subprocess.run(  # noqa: S603 - our own script
-        command, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    lines = run.stdout.splitlines()
+    lines = bench("bench/store.py", "--n", "100", timeout=120).stdout.splitlines()
     header = next(line for line in lines if line.startswith("system"))
     assert header.split() == ["system", "webhooks/s", "CPU", "µs", "writes", "KB", "written"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(header) + 1 :][:2]}
@@ -55,12 +55,7 @@ def test_the_store_benchmark_records_every_answer_and_prints_every_figure() -> N
 
 
 def test_the_client_benchmark_answers_every_request_and_prints_every_figure() -> None:
-    command = [sys.executable, "bench/client.py", "--n", "200"]
-    run = subprocess.run(  # noqa: S603 - our own script
-        command, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    lines = run.stdout.splitlines()
+    lines = bench("bench/client.py", "--n", "200", timeout=120).stdout.splitlines()
     header = next(line for line in lines if line.startswith("loop"))
     assert header.split() == ["loop", "client", "requests/s", "CPU", "µs"]
     rows = [line.split() for line in lines[lines.index(header) + 1 :][:4]]
