@@ -10,6 +10,7 @@ permanent.
 from __future__ import annotations
 
 import base64
+import email.utils
 import importlib.metadata
 import json
 import math
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 from bot.config import ProviderSettings
 from bot.exceptions import ApiError, ConfigError, PermanentApiError, TransientApiError
 from bot.models import Accepted, OutboundMessage
+from bot.numbers import mask
 from bot.transport import NoAnswer, Origin
 
 JSON = "application/json"
@@ -134,7 +136,12 @@ class MessagesClient:
                 return Accepted.model_validate_json(answer.body).message_uuid
             except ValidationError:
                 # Accepted all the same: sending again would double the message.
-                log.warning("accepted_without_uuid", status=answer.status)
+                log.warning(
+                    "accepted_without_uuid",
+                    status=answer.status,
+                    client_ref=message.client_ref,  # the broadcast's id and the member's place
+                    to=mask(message.to),
+                )
                 return None
         raise problem_error(answer.status, answer.body, answer.headers.get("retry-after"), self.url)
 
@@ -166,12 +173,20 @@ def problem_error(
 
 
 def _seconds(value: str | None) -> float | None:
+    """A Retry-After header, seconds or an HTTP date, as seconds to wait (None: unreadable,
+    and the backoff applies instead)."""
     if value is None:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare from this API; the backoff applies instead
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # not an HTTP date, which is always GMT
+            return None
+        seconds = when.timestamp() - time.time()
     if not math.isfinite(seconds):
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import socket
 import time
@@ -12,6 +14,7 @@ from typing import Any
 
 import jwt
 import pytest
+import structlog
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -497,3 +500,40 @@ async def test_an_unreasonable_retry_after_is_bounded(
     with pytest.raises(TransientApiError) as raised:
         await client.send(docs_message())
     assert raised.value.retry_after == expected
+
+
+async def test_a_retry_after_given_as_an_http_date_is_the_time_until_then(
+    fake_api: FakeMessagesApi, make_client: MakeClient
+) -> None:
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=120)
+    for header in (email.utils.format_datetime(soon, usegmt=True), "Sun, 06 Nov 1994 08:49:37 GMT"):
+        fake_api.respond(429, {"title": "Rate Limit Hit"}, headers={"Retry-After": header})
+    fake_api.respond(429, {"title": "Rate Limit Hit"}, headers={"Retry-After": "soon"})
+    client = make_client(fake_api.url)
+
+    waits = []
+    for _ in range(3):
+        with pytest.raises(TransientApiError) as raised:
+            await client.send(docs_message())
+        waits.append(raised.value.retry_after)
+
+    assert waits[0] is not None
+    assert 110 < waits[0] <= 120
+    assert waits[1:] == [0.0, None]  # a date past: at once; not a date: the backoff decides
+
+
+async def test_an_answer_accepted_without_a_uuid_is_sent_and_says_which_message(
+    fake_api: FakeMessagesApi, make_client: MakeClient
+) -> None:
+    fake_api.respond(202, {"status": "ok"})
+    client = make_client(fake_api.url)
+    message = docs_message().model_copy(update={"client_ref": "b-1/2"})
+
+    with structlog.testing.capture_logs() as logs:
+        message_uuid = await client.send(message)
+
+    assert message_uuid is None  # accepted all the same: never sent again
+    [line] = [entry for entry in logs if entry["event"] == "accepted_without_uuid"]
+    assert line["client_ref"] == "b-1/2"
+    assert line["to"].endswith(message.to[-4:])
+    assert message.to not in str(line)
