@@ -30,7 +30,7 @@ from bot.config import (
 from bot.core import Bot, build_bot, intent_examples
 from bot.exceptions import ConfigError, InvalidInput
 from bot.groups import Group
-from bot.log import configure
+from bot.log import configure, log_warnings
 from bot.models import invalid_input, normalize_all
 from bot.numbers import display
 from bot.plugins import load_plugins
@@ -87,6 +87,8 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         quiet = args.command != "run" and config.log.level == "info"
         settings = config.log.model_copy(update={"level": "warning"}) if quiet else config.log
         configure(settings, final=args.command == "run")
+        if args.command == "run":
+            log_warnings()
         if args.command == "intents":
             return _intents_eval(config, args)
         if args.command == "chat":

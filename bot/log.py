@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import warnings
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -39,6 +40,29 @@ def _mask(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_mask(v) for v in value]
     return value
+
+
+def log_warnings() -> None:
+    """Python's warnings (a library's deprecation, PyJWT's short-key warning) as log lines of
+    their own, instead of raw text among the JSON lines on stderr. For `groupbot run`."""
+    warnings_log = structlog.get_logger("groupbot.warnings")
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        warnings_log.warning(
+            "python_warning",
+            category=category.__name__,
+            text=str(message),
+            at=f"{filename}:{lineno}",
+        )
+
+    warnings.showwarning = show
 
 
 def configure(settings: LogSettings, *, final: bool = False) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import sys
+import warnings
 
 import pytest
 import structlog
 
 from bot.config import LogSettings
-from bot.log import configure, mask_numbers
+from bot.log import configure, log_warnings, mask_numbers
 
 
 def test_numbers_are_masked_as_values_inside_sentences_and_in_lists() -> None:
@@ -94,3 +95,21 @@ def test_json_lines_go_to_a_stderr_without_a_byte_buffer(
         "level": "warning",
         "timestamp": "-",
     }
+
+
+def test_python_warnings_become_log_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # put back afterwards
+    log_warnings()
+
+    with structlog.testing.capture_logs() as logs:
+        warnings.showwarning(UserWarning("key is short"), UserWarning, "/srv/x.py", 7)
+
+    assert logs == [
+        {
+            "event": "python_warning",
+            "log_level": "warning",
+            "category": "UserWarning",
+            "text": "key is short",
+            "at": "/srv/x.py:7",
+        }
+    ]
