@@ -25,6 +25,7 @@ from bot.wording import counted
 
 OUT_OF_SCOPE = "(out of scope)"
 MISTAKES_SHOWN = 20  # lines listed with their text: enough to see what the examples miss
+BAD_LINES_SHOWN = 20  # of a data file's unusable lines, those named in the error
 
 
 class Labelled(BaseModel):
@@ -84,6 +85,7 @@ def read_labelled(path: Path, known: Collection[str] | None = None) -> list[Labe
     except UnicodeDecodeError as exc:
         raise InvalidInput(str(path), f"cannot read: not UTF-8 text ({exc.reason})") from None
     lines: list[Labelled] = []
+    problems: list[InvalidInput] = []  # every bad line is said at once, not one per run
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -93,14 +95,28 @@ def read_labelled(path: Path, known: Collection[str] | None = None) -> list[Labe
             problem = invalid_input(exc)
             whole = problem.field == "(body)"  # the line itself, not one of its fields
             field = f"{path}:{number}" if whole else f"{path}:{number}: {problem.field}"
-            raise InvalidInput(field, problem.message) from None
+            problems.append(InvalidInput(field, problem.message))
+            continue
         if known is not None and labelled.intent is not None and labelled.intent not in known:
-            raise InvalidInput(
-                f"{path}:{number}: intent",
-                f"{labelled.intent!r} is not one of the intents evaluated "
-                f"({', '.join(sorted(known))}); null means out of scope",
+            problems.append(
+                InvalidInput(
+                    f"{path}:{number}: intent",
+                    f"{labelled.intent!r} is not one of the intents evaluated "
+                    f"({', '.join(sorted(known))}); null means out of scope",
+                )
             )
+            continue
         lines.append(labelled)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        shown = [f"\n  {problem}" for problem in problems[:BAD_LINES_SHOWN]]
+        more = len(problems) - len(shown)
+        raise InvalidInput(
+            str(path),
+            f"{len(problems)} lines are not usable:{''.join(shown)}"
+            + (f"\n  ... and {counted(more, 'more line')}" if more else ""),
+        )
     if not lines:
         raise InvalidInput(str(path), "expected JSON lines with text and intent, found none")
     return lines

@@ -87,6 +87,36 @@ def test_a_label_that_is_not_an_intent_is_named(tmp_path: Path) -> None:
     )
 
 
+def test_every_bad_line_is_named_at_once(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    good = '{"text": "hi", "intent": null}'
+    data.write_text("\n".join([good, '["a list"]', good, '{"text": "x", "intent": "bok"}']))
+
+    with pytest.raises(InvalidInput) as raised:
+        read_labelled(data, known=INTENTS)
+
+    assert raised.value.field == str(data)
+    assert raised.value.message.splitlines() == [
+        "2 lines are not usable:",
+        f"  {data}:2: expected a JSON object",
+        f"  {data}:4: intent: 'bok' is not one of the intents evaluated "
+        "(book_visit, opening_hours); null means out of scope",
+    ]
+
+
+def test_past_twenty_bad_lines_the_rest_are_counted(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(["[]"] * 25))
+
+    with pytest.raises(InvalidInput) as raised:
+        read_labelled(data)
+
+    lines = raised.value.message.splitlines()
+    assert lines[0] == "25 lines are not usable:"
+    assert len(lines) == 1 + 20 + 1
+    assert lines[-1] == "  ... and 5 more lines"
+
+
 async def test_a_missing_data_file_is_a_clear_error(tmp_path: Path) -> None:
     config = write_config(tmp_path)
 
