@@ -263,8 +263,8 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
         mode = "web chat at " if config.provider.kind == "simulator" else "webhooks at "
 
         def ready(_: str) -> None:  # called by aiohttp once it serves
-            routes = len(bot.router.routes)
-            print(f"groupbot: {routes} routes, {mode}{where}", file=sys.stderr, flush=True)
+            routes = counted(len(bot.router.routes), "route")
+            print(f"groupbot: {routes}, {mode}{where}", file=sys.stderr, flush=True)
 
         app = create_app(bot)
         app.on_startup.append(_settle_gc)  # after the bot's own start-up (its cleanup context)

@@ -396,6 +396,11 @@ async def test_run_answers_a_webhook_and_stops_on_sigterm(
         uuids = [event.get("message_uuid") for event in events if event["event"] == name]
         assert uuids == [webhook["message_uuid"], second["message_uuid"]], name
     assert not any(member in text for member in MEMBERS)
+    ready = re.search(
+        r"^groupbot: (\d+) (routes?), webhooks at http://127\.0\.0\.1:\d+/$", text, re.M
+    )
+    assert ready is not None, text
+    assert ready.group(2) == ("route" if ready.group(1) == "1" else "routes")
 
 
 async def test_run_refuses_to_start_on_a_config_with_problems(tmp_path: Path) -> None:
