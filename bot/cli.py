@@ -122,8 +122,11 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command == "usage":
             return asyncio.run(_usage(bot, args.since))
     except ConfigError as exc:
+        problems = exc.problems
+        if args.command == "check" and isinstance(exc.without_unknown_keys, Config):
+            problems = problems + _building_problems(exc.without_unknown_keys)  # all at once
         print(f"groupbot {args.command}: the configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
+        for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     except InvalidInput as exc:
@@ -298,6 +301,15 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def _building_problems(config: Config) -> list[str]:
+    """What building the bot finds wrong with `config` (routes, plugins, templates)."""
+    try:
+        build_bot(config)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def _check(bot: Bot) -> int:

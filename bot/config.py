@@ -7,6 +7,7 @@ Relative paths (templates, a relative SQLite file) are resolved against the conf
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -333,7 +334,32 @@ def parse_config(raw: object, *, root: Path, source: str = DEFAULT_CONFIG) -> Co
     try:
         return Config.model_validate({**data, "root": root, "source": source})
     except ValidationError as exc:
-        raise ConfigError([_describe(error, source, data) for error in exc.errors()]) from None
+        errors = exc.errors()
+        problems = [_describe(error, source, data) for error in errors]
+        without = None
+        if all(error["type"] == "extra_forbidden" for error in errors):
+            rest = _without(data, [tuple(error["loc"]) for error in errors])
+            # What else is wrong with it shows once the keys are put right.
+            with contextlib.suppress(ValidationError):
+                without = Config.model_validate({**rest, "root": root, "source": source})
+        raise ConfigError(problems, without_unknown_keys=without) from None
+
+
+def _without(data: Any, paths: list[tuple[Any, ...]]) -> Any:
+    """`data` (mappings and lists, as read from YAML) without the keys at `paths`."""
+    if isinstance(data, dict):
+        dropped = {path[0] for path in paths if len(path) == 1}
+        return {
+            key: _without(value, [path[1:] for path in paths if len(path) > 1 and path[0] == key])
+            for key, value in data.items()
+            if key not in dropped
+        }
+    if isinstance(data, list):
+        return [
+            _without(value, [path[1:] for path in paths if len(path) > 1 and path[0] == index])
+            for index, value in enumerate(data)
+        ]
+    return data
 
 
 def _interpolate(value: Any, where: str, problems: list[str], source: str) -> Any:

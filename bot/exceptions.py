@@ -27,10 +27,15 @@ class GroupbotError(Exception):
 
 
 class ConfigError(GroupbotError):
-    """The configuration cannot be used; `problems` lists every reason, one a line."""
+    """The configuration cannot be used; `problems` lists every reason, one a line.
 
-    def __init__(self, problems: list[str]) -> None:
+    `without_unknown_keys`: when unknown keys were the only problems, the configuration read
+    without them (a Config), so that `groupbot check` can go on to find the rest at once.
+    """
+
+    def __init__(self, problems: list[str], *, without_unknown_keys: object = None) -> None:
         self.problems = problems
+        self.without_unknown_keys = without_unknown_keys
         super().__init__("\n".join(problems))
 
 

@@ -148,6 +148,27 @@ async def test_check_reports_a_shared_keyword_and_a_bad_pattern_with_route_names
     ), result.err
 
 
+async def test_check_reports_an_unknown_key_and_a_route_problem_at_once(tmp_path: Path) -> None:
+    routes = shipped_config()["routes"]
+    routes.append({"name": "hours-again", "keywords": ["hours"], "template": "hours.txt.j2"})
+    routes[0] = {**routes[0], "keyword": ["typo"]}  # not a key: keywords
+    config = write_config(tmp_path, {"routes": routes, "srever": {"port": 8080}})
+
+    checked = await groupbot("check", "--config", config, cwd=tmp_path)
+    ran = await groupbot("run", "--config", config, "--port", str(free_port()), cwd=tmp_path)
+
+    problems = [line for line in checked.err.splitlines() if line.startswith("  - ")]
+    assert checked.code == 1
+    assert len(problems) == 3, checked.err
+    assert "srever: unknown key; did you mean server?" in problems[0] + problems[1]
+    assert any("routes[0]" in p and "keyword: unknown key" in p for p in problems), checked.err
+    assert "keyword 'hours' is already used" in problems[2], checked.err
+    # Other commands refuse on the unknown keys alone, as before.
+    assert ran.code == 1
+    assert "already used" not in ran.err
+    assert "srever: unknown key" in ran.err
+
+
 async def test_check_reports_a_config_that_does_not_exist(tmp_path: Path) -> None:
     result = await groupbot("check", "--config", tmp_path / "absent.yaml", cwd=tmp_path)
 

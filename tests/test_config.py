@@ -187,6 +187,27 @@ def test_every_unknown_key_is_reported_at_once() -> None:
     assert f"{SOURCE}: extra: unknown key" in problems
 
 
+def test_a_config_wrong_only_by_unknown_keys_is_also_read_without_them() -> None:
+    hi = route("r", keywords=["hi"], template="hi.txt.j2", x=1)
+    raw = with_(server={"prot": 1, "port": 9000}, routes=[hi])
+
+    with pytest.raises(ConfigError) as caught:
+        parse(raw)
+
+    without = caught.value.without_unknown_keys
+    assert isinstance(without, Config)
+    assert without.server.port == 9000
+    assert [r.keywords for r in without.routes] == [["hi"]]
+
+
+def test_a_config_with_other_problems_too_is_not_read_without_its_unknown_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(with_(server={"prot": 1, "port": "not a port"}))
+
+    assert len(caught.value.problems) == 2
+    assert caught.value.without_unknown_keys is None
+
+
 # Route shapes
 
 
