@@ -10,6 +10,7 @@ permanent.
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import importlib.metadata
 import json
@@ -127,7 +128,10 @@ class MessagesClient:
                 f"no answer: {exc} (the request may have reached the API)"
             ) from None
         except OSError as exc:
-            where = f"{self._origin.host}:{self._origin.port}"
+            host = self._origin.host
+            where = (
+                f"[{host}]:{self._origin.port}" if ":" in host else f"{host}:{self._origin.port}"
+            )
             raise TransientApiError(
                 f"connection failed: cannot connect to {where}: {type(exc).__name__}: {exc}"
             ) from None
@@ -184,8 +188,8 @@ def _seconds(value: str | None) -> float | None:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
-        if when.tzinfo is None:  # not an HTTP date, which is always GMT
-            return None
+        if when.tzinfo is None:  # asctime's form has no zone: an HTTP date is always GMT
+            when = when.replace(tzinfo=datetime.UTC)
         seconds = when.timestamp() - time.time()
     if not math.isfinite(seconds):
         return None

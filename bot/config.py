@@ -7,8 +7,8 @@ Relative paths (templates, a relative SQLite file) are resolved against the conf
 
 from __future__ import annotations
 
-import contextlib
 import difflib
+import ipaddress
 import os
 import re
 import typing
@@ -90,9 +90,28 @@ class RetrySettings(_Section):
     ttl_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0
 
 
-# A host name's letters, digits, dots and hyphens, or an IP address (urlsplit has taken an
-# IPv6 address out of its brackets).
-_HOST = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")
+# The slowest send rate that can be kept: a send waits for its slot at most 25 s (the claim's
+# lease margin less a safety margin, bot/outbox.py), and slots are spaced 5 % wider than 1/rate.
+MIN_SEND_RATE = 0.05
+# A host name's labels (underscores too: container names such as vonage_mock resolve) or an
+# IPv4 address; an IPv6 address is checked in its brackets.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?", re.IGNORECASE)
+_HOST_AND_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]+)(?::[0-9]+)?")
+
+
+def _is_host(netloc: str) -> bool:
+    """Whether `netloc` (no credentials) is a host name or IP address, with a port or not."""
+    found = _HOST_AND_PORT.fullmatch(netloc)
+    if found is None:
+        return False
+    host = found["host"]
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    return all(_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
 
 
 class ProviderSettings(_Section):
@@ -115,6 +134,18 @@ class ProviderSettings(_Section):
     rate_limit_per_number: Annotated[float, Field(gt=0)] | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 10
     retry: RetrySettings = RetrySettings()
+
+    @field_validator("rate_limit_per_second", "rate_limit_per_number")
+    @classmethod
+    def _often_enough(cls, value: float | None) -> float | None:
+        # A send waits for its slot within its claim's lease; slots further apart than that
+        # could never be kept, and the member's next message would wait for ever.
+        if value is not None and value < MIN_SEND_RATE:
+            raise ValueError(
+                f"expected at least {MIN_SEND_RATE:g} sends a second (one every "
+                f"{1 / MIN_SEND_RATE:g} s), or null for no limit, got {value:g}"
+            )
+        return value
 
     @field_validator("api_url")
     @classmethod
@@ -139,8 +170,8 @@ class ProviderSettings(_Section):
             )
         if parts.port == 0:
             raise ValueError(f"expected a port from 1 to 65535, got {value!r}")
-        if not _HOST.fullmatch(parts.hostname):
-            raise ValueError(f"expected a host name or IP address, got {parts.hostname!r}")
+        if not _is_host(parts.netloc):
+            raise ValueError(f"expected a host name or IP address, got {parts.netloc!r}")
         if parts.path.rstrip("/").endswith("/v1/messages"):
             raise ValueError(
                 f"expected the API's base URL (groupbot adds /v1/messages), got {value!r}"
@@ -339,9 +370,12 @@ def parse_config(raw: object, *, root: Path, source: str = DEFAULT_CONFIG) -> Co
         without = None
         if all(error["type"] == "extra_forbidden" for error in errors):
             rest = _without(data, [tuple(error["loc"]) for error in errors])
-            # What else is wrong with it shows once the keys are put right.
-            with contextlib.suppress(ValidationError):
+            try:
                 without = Config.model_validate({**rest, "root": root, "source": source})
+            except ValidationError as again:
+                # What the unknown keys hid (a section's own checks run only once its
+                # fields are right): said now too.
+                problems += [_describe(error, source, rest) for error in again.errors()]
         raise ConfigError(problems, without_unknown_keys=without) from None
 
 

@@ -128,18 +128,28 @@ class OutboxWorker(Worker[OutboxItem]):
             slot = self._slots.pop(item.id, None)
             if slot is not None and not await self._wait_for_slot(*slot):
                 log.warning("send_slot_too_late", **_about(item))
-                await self.store.record_held_back(item, "no send slot in time", time.time())
-                self.wake()
+                await self._hold_back(item, "no send slot in time", time.time())
                 return
             if time.time() < self._paused_until:
                 # A 429 came back while this one waited: it goes when the pause is over.
-                await self.store.record_held_back(item, "held back by a 429", self._paused_until)
-                self.wake()
+                await self._hold_back(item, "held back by a 429", self._paused_until)
             else:
                 await self._send(item)
         except LeaseLost:
             log.warning("send_lease_lost", **_about(item))
         self.on_change()
+
+    async def _hold_back(self, item: OutboxItem, reason: str, until: float) -> None:
+        """Give `item` back unsent until `until` (no attempt spent), or give it up if that is
+        past the message's age limit: held back, it must not outlive a message retried."""
+        if until - item.created_at > self.policy.ttl_seconds:
+            self.metrics.outbound.labels("failed").inc()
+            failed = f"gave up: {reason}, past ttl_seconds"
+            await self.store.record_failed(item, failed, time.time(), sent=False)
+            log.error("send_gave_up", error=reason, **_about(item))
+            return
+        await self.store.record_held_back(item, reason, until)
+        self.wake()
 
     async def _wait_for_slot(self, at: float, deadline: float) -> bool:
         """Wait for the slot at `at` (monotonic); if this process was too busy to go on time,

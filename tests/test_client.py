@@ -508,18 +508,20 @@ async def test_a_retry_after_given_as_an_http_date_is_the_time_until_then(
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=120)
     for header in (email.utils.format_datetime(soon, usegmt=True), "Sun, 06 Nov 1994 08:49:37 GMT"):
         fake_api.respond(429, {"title": "Rate Limit Hit"}, headers={"Retry-After": header})
-    fake_api.respond(429, {"title": "Rate Limit Hit"}, headers={"Retry-After": "soon"})
+    asctime = "Sun Nov  6 08:49:37 1994"  # the third form RFC 9110 has recipients read
+    for header in (asctime, "soon"):
+        fake_api.respond(429, {"title": "Rate Limit Hit"}, headers={"Retry-After": header})
     client = make_client(fake_api.url)
 
     waits = []
-    for _ in range(3):
+    for _ in range(4):
         with pytest.raises(TransientApiError) as raised:
             await client.send(docs_message())
         waits.append(raised.value.retry_after)
 
     assert waits[0] is not None
     assert 110 < waits[0] <= 120
-    assert waits[1:] == [0.0, None]  # a date past: at once; not a date: the backoff decides
+    assert waits[1:] == [0.0, 0.0, None]  # dates past: at once; not a date: the backoff
 
 
 async def test_an_answer_accepted_without_a_uuid_is_sent_and_says_which_message(

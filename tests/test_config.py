@@ -200,6 +200,28 @@ def test_a_config_wrong_only_by_unknown_keys_is_also_read_without_them() -> None
     assert [r.keywords for r in without.routes] == [["hi"]]
 
 
+@pytest.mark.parametrize("setting", ["rate_limit_per_second", "rate_limit_per_number"])
+def test_a_send_rate_too_slow_to_keep_is_refused(setting: str) -> None:
+    problems = problems_of(with_(provider={setting: 0.04}))
+    assert problems == [
+        f"{SOURCE}: provider.{setting}: expected at least 0.05 sends a second (one every "
+        "20 s), or null for no limit, got 0.04"
+    ]
+    assert parse(with_(provider={setting: 0.05})).provider.model_dump()[setting] == 0.05
+
+
+def test_what_unknown_keys_hid_in_their_own_section_is_said_too() -> None:
+    both = route("r", keywords=["hi"], pattern="^hi$", template="t.j2", colour="red")
+
+    problems = problems_of(with_(routes=[both]))
+
+    assert len(problems) == 2
+    assert problems[0].endswith("routes[0] (r).colour: unknown key")
+    assert "routes[0] (r)" in problems[1]
+    assert "keywords" in problems[1]
+    assert "pattern" in problems[1]
+
+
 def test_a_config_with_other_problems_too_is_not_read_without_its_unknown_keys() -> None:
     with pytest.raises(ConfigError) as caught:
         parse(with_(server={"prot": 1, "port": "not a port"}))
@@ -377,7 +399,11 @@ def test_invalid_bot_number_is_refused_naming_bot_number() -> None:
         ("https://api.nexmo.com/a\x01b", "control characters"),
         ("https://api.nexmo.com:0", "a port from 1 to 65535"),
         ("https://api.nexmo.com%20", "a host name or IP address"),
-        ("https://api_nexmo.com", "a host name or IP address"),
+        ("http://junk[::1]:8091", "a host name or IP address"),
+        ("http://[::1]junk:8091", "a host name or IP address"),
+        ("https://[v1.fe]", "a host name or IP address"),
+        ("https://a..b", "a host name or IP address"),
+        ("https://-", "a host name or IP address"),
         ("https://api.nexmo.com/v1/messages", "base URL (groupbot adds /v1/messages)"),
     ],
 )
@@ -390,7 +416,15 @@ def test_provider_api_url_must_be_an_http_url(api_url: str, expected: str) -> No
 
 
 @pytest.mark.parametrize(
-    "api_url", ["https://api.nexmo.com", "http://127.0.0.1:8091", "https://[::1]:8443/base"]
+    "api_url",
+    [
+        "https://api.nexmo.com",
+        "http://127.0.0.1:8091",
+        "https://[::1]:8443/base",
+        "https://API.Nexmo.com/",
+        "http://vonage_mock:8080",
+        "https://api.nexmo.com./",
+    ],
 )
 def test_provider_api_url_accepts_http_and_https(api_url: str) -> None:
     assert parse(with_(provider={"api_url": api_url})).provider.api_url == api_url

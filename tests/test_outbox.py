@@ -235,6 +235,24 @@ async def test_a_429_waits_at_least_retry_after_before_the_next_attempt(
         assert records[member].attempts == len([to for _, to in api.arrivals if to == member])
 
 
+async def test_messages_held_back_past_their_ttl_are_given_up_not_sent_late(
+    api: TimedApi, store: SqliteStore, workers: Workers
+) -> None:
+    api.respond(429, problem("response-429.sdk-fixture.json"), headers={"Retry-After": "1"})
+    broadcast_id = await queue(store)
+    workers.start(policy=RetryPolicy(base_seconds=0.01, max_delay_seconds=0.05, ttl_seconds=0.5))
+
+    records = by_recipient(await settled(store, broadcast_id))
+
+    [limited] = recipients_with(api, 429)
+    assert len(api.arrivals) == 1  # only the request that got the 429
+    assert all(record.state == "failed" for record in records.values())
+    assert "HTTP 429" in str(records[limited].error)
+    for member in set(MEMBERS) - {limited}:
+        assert records[member].error == "gave up: held back by a 429, past ttl_seconds"
+        assert records[member].attempts == 0
+
+
 async def test_a_429_records_the_problem_while_waiting(
     api: TimedApi, store: SqliteStore, workers: Workers
 ) -> None:

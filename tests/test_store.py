@@ -288,6 +288,16 @@ async def test_a_message_held_back_unsent_keeps_its_attempts_and_its_place(
     assert (record.state, record.attempts, record.error) == ("sending", 1, "held back by a 429")
 
 
+async def test_a_message_given_up_unsent_keeps_its_attempts(store: Store) -> None:
+    await store.enqueue(planned("b-1", B, "first"), B.members, NOW)
+    [item, *_] = await claim_out(store)
+
+    await store.record_failed(item, "gave up: held back, past ttl_seconds", NOW, sent=False)
+
+    [record] = [r for r in await store.broadcast("b-1") if r.recipient == item.message.to]
+    assert (record.state, record.attempts) == ("failed", 0)
+
+
 async def test_two_stores_on_one_database_never_claim_the_same_message(opener: Opener) -> None:
     one, two = await opener(), await opener()
     for n in range(20):

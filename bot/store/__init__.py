@@ -289,7 +289,12 @@ class Store(Protocol):
         `next_attempt_at`, and the claim's attempt not counted, since no request was made."""
         ...
 
-    async def record_failed(self, item: OutboxItem, error: str, now: float) -> None: ...
+    async def record_failed(
+        self, item: OutboxItem, error: str, now: float, *, sent: bool = True
+    ) -> None:
+        """Give the message up. `sent=False`: given up unsent (held back past its age limit),
+        so the claim's attempt is not counted, as with record_held_back."""
+        ...
 
     async def record_status(
         self, status: MessageStatus, body: bytes, now: float, *, jti: str | None = None

@@ -112,9 +112,12 @@ class OutboxQueries(PostgresBase):
             (reason, next_attempt_at),
         )
 
-    async def record_failed(self, item: OutboxItem, error: str, now: float) -> None:
+    async def record_failed(
+        self, item: OutboxItem, error: str, now: float, *, sent: bool = True
+    ) -> None:
+        uncounted = "" if sent else ", attempts = attempts - 1"
         await self._finish_attempt(
-            item, "state = 'failed', error = $3, finished_at = $4", (error, now)
+            item, f"state = 'failed', error = $3, finished_at = $4{uncounted}", (error, now)
         )
 
     async def _finish_attempt(

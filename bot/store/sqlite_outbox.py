@@ -112,9 +112,12 @@ class OutboxQueries(SqliteBase):
             again=True,
         )
 
-    async def record_failed(self, item: OutboxItem, error: str, now: float) -> None:
+    async def record_failed(
+        self, item: OutboxItem, error: str, now: float, *, sent: bool = True
+    ) -> None:
+        uncounted = "" if sent else ", attempts = attempts - 1"
         await self._finish_attempt(
-            item, "state = 'failed', error = ?, finished_at = ?", (error, now)
+            item, f"state = 'failed', error = ?, finished_at = ?{uncounted}", (error, now)
         )
 
     async def _finish_attempt(
