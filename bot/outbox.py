@@ -142,13 +142,13 @@ class OutboxWorker(Worker[OutboxItem]):
     async def _hold_back(self, item: OutboxItem, reason: str, until: float) -> None:
         """Give `item` back unsent until `until` (no attempt spent), or give it up if that is
         past the message's age limit: held back, it must not outlive a message retried."""
-        if until - item.created_at > self.policy.ttl_seconds:
+        if not self.policy.in_time(until, created_at=item.created_at):
             self.metrics.outbound.labels("failed").inc()
             failed = f"gave up: {reason}, past ttl_seconds"
             await self.store.record_failed(item, failed, time.time(), sent=False)
             log.error("send_gave_up", error=reason, **_about(item))
             return
-        await self.store.record_held_back(item, reason, until)
+        await self.store.record_retry(item, reason, until, sent=False)
         self.wake()
 
     async def _wait_for_slot(self, at: float, deadline: float) -> bool:

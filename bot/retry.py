@@ -39,4 +39,8 @@ class RetryPolicy:
         if attempts >= self.max_attempts:
             return None
         at = now + self.delay(attempts, retry_after)
-        return at if at - created_at <= self.ttl_seconds else None
+        return at if self.in_time(at, created_at=created_at) else None
+
+    def in_time(self, at: float, *, created_at: float) -> bool:
+        """Whether a message created at `created_at` may still go at `at` (ttl_seconds)."""
+        return at - created_at <= self.ttl_seconds

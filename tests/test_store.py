@@ -274,11 +274,11 @@ async def test_a_message_held_back_unsent_keeps_its_attempts_and_its_place(
     await store.enqueue(planned("b-1", B, "first"), B.members, NOW)
     await store.enqueue(planned("b-2", B, "second"), B.members, NOW)
     held, sent = await claim_out(store)
-    await store.record_held_back(held, "held back by a 429", NOW + 30)
+    await store.record_retry(held, "held back by a 429", NOW + 30, sent=False)
     await store.record_sent(sent, "u", NOW)
 
     with pytest.raises(LeaseLost):  # fenced like any outcome: given back once
-        await store.record_held_back(held, "held back by a 429", NOW + 30)
+        await store.record_retry(held, "held back by a 429", NOW + 30, sent=False)
     claimed = await claim_out(store, NOW + 1)
     [again] = await claim_out(store, NOW + 31)
 

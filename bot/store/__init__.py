@@ -282,18 +282,17 @@ class Store(Protocol):
         LeaseLost (writing nothing) if the item was claimed again."""
         ...
 
-    async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None: ...
-
-    async def record_held_back(self, item: OutboxItem, reason: str, next_attempt_at: float) -> None:
-        """Give the claim back unsent (a 429's pause, no send slot in time): pending again at
-        `next_attempt_at`, and the claim's attempt not counted, since no request was made."""
+    async def record_retry(
+        self, item: OutboxItem, error: str, next_attempt_at: float, *, sent: bool = True
+    ) -> None:
+        """Pending again at `next_attempt_at`. `sent=False`: given back unsent (a 429's pause,
+        no send slot in time), so the claim's attempt is not counted: no request was made."""
         ...
 
     async def record_failed(
         self, item: OutboxItem, error: str, now: float, *, sent: bool = True
     ) -> None:
-        """Give the message up. `sent=False`: given up unsent (held back past its age limit),
-        so the claim's attempt is not counted, as with record_held_back."""
+        """Given up; `sent=False` as for record_retry (held back past its age limit)."""
         ...
 
     async def record_status(

@@ -196,6 +196,10 @@ def outbox_record(row: Row) -> OutboxRecord:
     )
 
 
+# An outcome's assignment when no request was made (held back, given up unsent): the claim
+# counted an attempt, which is given back.
+UNSENT = ", attempts = attempts - 1"
+
 OUTBOUND_COLUMNS = (
     "broadcast_id, inbound_uuid, group_key, recipient, client_ref, body, next_attempt_at, "
     "created_at, state, lease_until, owner, attempts"

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 
 from bot.models import MessageStatus, OutboundMessage
 from bot.store import LeaseLost, OutboxEntry, OutboxItem, OutboxRecord, UsageRow
-from bot.store.common import opted_out_rejection, outbox_record, status_reason, usage_rows
+from bot.store.common import (
+    UNSENT,
+    opted_out_rejection,
+    outbox_record,
+    status_reason,
+    usage_rows,
+)
 from bot.store.postgres_base import (
     CHANNEL,
     PostgresBase,
@@ -100,30 +106,34 @@ class OutboxQueries(PostgresBase):
             (message_uuid, now),
         )
 
-    async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None:
-        await self._finish_attempt(
-            item, "state = 'pending', error = $3, next_attempt_at = $4", (error, next_attempt_at)
-        )
-
-    async def record_held_back(self, item: OutboxItem, reason: str, next_attempt_at: float) -> None:
+    async def record_retry(
+        self, item: OutboxItem, error: str, next_attempt_at: float, *, sent: bool = True
+    ) -> None:
         await self._finish_attempt(
             item,
-            "state = 'pending', error = $3, next_attempt_at = $4, attempts = attempts - 1",
-            (reason, next_attempt_at),
+            "state = 'pending', error = $3, next_attempt_at = $4",
+            (error, next_attempt_at),
+            sent=sent,
         )
 
     async def record_failed(
         self, item: OutboxItem, error: str, now: float, *, sent: bool = True
     ) -> None:
-        uncounted = "" if sent else ", attempts = attempts - 1"
         await self._finish_attempt(
-            item, f"state = 'failed', error = $3, finished_at = $4{uncounted}", (error, now)
+            item, "state = 'failed', error = $3, finished_at = $4", (error, now), sent=sent
         )
 
     async def _finish_attempt(
-        self, item: OutboxItem, assignments: str, values: tuple[object, ...]
+        self,
+        item: OutboxItem,
+        assignments: str,
+        values: tuple[object, ...],
+        *,
+        sent: bool = True,
     ) -> bool:
-        """Record an attempt's outcome; True when its broadcast has nothing left to go."""
+        """Record an attempt's outcome (`sent=False`: no request was made, so the claim's
+        attempt is not counted); True when its broadcast has nothing left to go."""
+        assignments += "" if sent else UNSENT
         # One statement, its own transaction: one round trip. A broadcast's outcomes are
         # recorded one at a time in this process, so that of its last messages, sent
         # together by the process that took them, the last recorded sees the others. (Two

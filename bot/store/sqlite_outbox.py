@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from bot.models import MessageStatus, OutboundMessage
 from bot.store import LeaseLost, OutboxEntry, OutboxItem, OutboxRecord, UsageRow
-from bot.store.common import opted_out_rejection, outbox_record, status_reason, usage_rows
+from bot.store.common import UNSENT, opted_out_rejection, outbox_record, status_reason, usage_rows
 from bot.store.sqlite_base import SqliteBase, _insert_outbound, _set_consent, _touch_group
 
 # Pending items, said so that SQLite reads them from the queue's partial index (it uses one
@@ -96,28 +96,22 @@ class OutboxQueries(SqliteBase):
             (message_uuid, now, now),
         )
 
-    async def record_retry(self, item: OutboxItem, error: str, next_attempt_at: float) -> None:
+    async def record_retry(
+        self, item: OutboxItem, error: str, next_attempt_at: float, *, sent: bool = True
+    ) -> None:
         await self._finish_attempt(
             item,
             "state = 'pending', error = ?, next_attempt_at = ?",
             (error, next_attempt_at),
             again=True,
-        )
-
-    async def record_held_back(self, item: OutboxItem, reason: str, next_attempt_at: float) -> None:
-        await self._finish_attempt(
-            item,
-            "state = 'pending', error = ?, next_attempt_at = ?, attempts = attempts - 1",
-            (reason, next_attempt_at),
-            again=True,
+            sent=sent,
         )
 
     async def record_failed(
         self, item: OutboxItem, error: str, now: float, *, sent: bool = True
     ) -> None:
-        uncounted = "" if sent else ", attempts = attempts - 1"
         await self._finish_attempt(
-            item, f"state = 'failed', error = ?, finished_at = ?{uncounted}", (error, now)
+            item, "state = 'failed', error = ?, finished_at = ?", (error, now), sent=sent
         )
 
     async def _finish_attempt(
@@ -127,9 +121,12 @@ class OutboxQueries(SqliteBase):
         values: tuple[object, ...],
         *,
         again: bool = False,
+        sent: bool = True,
     ) -> bool:
-        """Record an attempt's outcome (`again`: the message is to be retried); True when
-        its broadcast has nothing left to go."""
+        """Record an attempt's outcome (`again`: the message is to be retried; `sent=False`:
+        no request was made, so the claim's attempt is not counted); True when its broadcast
+        has nothing left to go."""
+        assignments += "" if sent else UNSENT
 
         def finish(db: sqlite3.Connection) -> tuple[bool, bool]:
             # What else is open for the member, and in the broadcast; then the one write.
