@@ -8,6 +8,7 @@ not compile, a missing handler or template), each with the route's name, so that
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.compliance import TEMPLATE_VARIABLES as COMPLIANCE_VARIABLES
@@ -90,6 +91,21 @@ def build_bot(config: Config) -> Bot:
             )
         )
 
+    for intent in sorted(intents.keys() - intent_routes.keys()):
+        # The classifier would still learn it, and take messages for it that no route answers.
+        unanswered = "no route answers it, so a message classified as it would get no answer"
+        if intent in config.intents:
+            problems.append(
+                f"{source}: intents.{intent}: {unanswered} (add a route with "
+                f"'intent: {intent}', or remove it)"
+            )
+        else:
+            problems.append(
+                f"{source}: @handler({intent!r}, examples=...): its examples make an intent "
+                f"{intent!r}, but {unanswered} (use the handler in a route with an intent, "
+                f"whose examples they then join, or add a route with 'intent: {intent}')"
+            )
+
     fallback: Route | None = None
     if config.fallback is not None:
         where = f"{source}: fallback"
@@ -143,10 +159,25 @@ def build_bot(config: Config) -> Bot:
 
 
 def intent_examples(config: Config, registry: Registry) -> dict[str, list[str]]:
-    """Each intent's examples: from config.yaml, plus those its handler declares."""
+    """Each intent's examples: from config.yaml, plus those a handler declares. A handler's
+    go to the intent of each intent route that uses it; those of a handler no intent route
+    uses, to the intent named like the handler."""
     intents = {name: list(settings.examples) for name, settings in config.intents.items()}
+
+    def add(intent: str, examples: Sequence[str]) -> None:
+        intents.setdefault(intent, []).extend(e for e in examples if e not in intents[intent])
+
+    placed: set[str] = set()  # handlers whose examples went to their routes' intents
+    for route in config.routes:
+        if route.intent is None or route.handler is None:
+            continue
+        name = registry.registered_name(route.handler)
+        if name is not None and name in registry.examples:
+            add(route.intent, registry.examples[name])
+            placed.add(name)
     for name, examples in registry.examples.items():
-        intents.setdefault(name, []).extend(e for e in examples if e not in intents[name])
+        if name not in placed:
+            add(name, examples)
     return intents
 
 

@@ -36,8 +36,9 @@ def handler(name: str | None = None, *, examples: Sequence[str] = ()) -> Callabl
 def handler(name: Any = None, *, examples: Sequence[str] = ()) -> Any:
     """Register an `async def f(ctx)` as a handler, under `name` or the function's own name.
 
-    Use as `@handler("status")` or bare `@handler`. `examples` are sentences of the intent
-    named like the handler, added to that intent's examples from config.yaml.
+    Use as `@handler("status")` or bare `@handler`. `examples` are sentences that teach the
+    intent of each route using this handler with an `intent:` (or, if none does, the intent
+    named like the handler), added to its examples from config.yaml.
     """
     if name is None or isinstance(name, str):
         registered = name
@@ -104,11 +105,17 @@ class Registry:
     plugins: tuple[str, ...]
     by_name: Mapping[str, Handler]
     by_reference: Mapping[str, Handler]
-    examples: Mapping[str, tuple[str, ...]]  # intent (the handler's name) -> its sentences
+    examples: Mapping[str, tuple[str, ...]]  # handler's registered name -> its sentences
     unimported: tuple[str, ...] = ()  # listed plugins that could not be imported
 
     def resolve(self, reference: str) -> Handler | None:
         return self.by_name.get(reference) or self.by_reference.get(reference)
+
+    def registered_name(self, reference: str) -> str | None:
+        """The name the handler at `reference` (a name or `module:function`) registered as."""
+        function = self.resolve(reference)
+        name = getattr(function, _MARK, None)
+        return name if isinstance(name, str) else None
 
     def describe_missing(self, reference: str) -> str:
         module, _, function = reference.partition(":")

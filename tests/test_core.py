@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 
 from bot.config import Config, parse_config
 from bot.context import TEMPLATE_VARIABLES, Context
-from bot.core import Bot, build_bot
+from bot.core import Bot, build_bot, intent_examples
 from bot.exceptions import ConfigError
 from bot.groups import Group
 from bot.models import parse_inbound
+from bot.plugins import load_plugins
 from tests.conftest import BOT_NUMBER, ROOT, inbound, shipped_config
 
 SOURCE = "config.yaml"
@@ -254,6 +256,61 @@ def test_one_intent_in_two_routes_is_a_conflict() -> None:
     problems = problems_of(config_with(routes, intents=intents))
     assert problems == [
         f"{where(1, 'visit-again')}intent 'book_visit' is already used by route 'visit'"
+    ]
+
+
+def gripe_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A plugin module with a handler `gripe` that declares examples; its name."""
+    module = f"gbtest_gripe_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{module}.py").write_text(
+        "from bot import handler\n\n"
+        "@handler('gripe', examples=['i want a refund', 'this is unacceptable'])\n"
+        "async def gripe(ctx):\n"
+        "    return 'Sorry to hear that.'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return module
+
+
+def test_a_handlers_examples_join_the_intent_of_the_route_that_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not an intent named like the handler that no route answers, which would take messages.
+    module = gripe_plugin(tmp_path, monkeypatch)
+    config = config_with(
+        [{"name": "complaint", "intent": "complaint", "handler": "gripe"}],
+        plugins=[*shipped_config()["plugins"], module],
+    )
+    examples = intent_examples(config, load_plugins(config.plugins, root=config.root)[0])
+    assert examples["complaint"] == ["i want a refund", "this is unacceptable"]
+    assert "gripe" not in examples
+    bot = build_bot(config)
+    found = bot.router.match("i want a refund, this is unacceptable")
+    assert found is not None
+    assert (found.route.name, found.kind) == ("complaint", "intent")
+
+
+def test_a_handlers_examples_that_no_route_answers_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = gripe_plugin(tmp_path, monkeypatch)
+    config = config_with(
+        [{"name": "complaint", "keywords": ["complaint"], "handler": "gripe"}],
+        plugins=[*shipped_config()["plugins"], module],
+    )
+    assert problems_of(config) == [
+        f"{SOURCE}: @handler('gripe', examples=...): its examples make an intent 'gripe', "
+        "but no route answers it, so a message classified as it would get no answer (use "
+        "the handler in a route with an intent, whose examples they then join, or add a "
+        "route with 'intent: gripe')"
+    ]
+
+
+def test_an_intent_no_route_answers_is_named() -> None:
+    intents = {**shipped_config()["intents"], "refund": {"examples": ["i want my money back"]}}
+    assert problems_of(config_with(intents=intents)) == [
+        f"{SOURCE}: intents.refund: no route answers it, so a message classified as it would "
+        "get no answer (add a route with 'intent: refund', or remove it)"
     ]
 
 
