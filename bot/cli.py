@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import structlog
 import yaml
 from pydantic import ValidationError
 
 from bot import listen
+from bot.compliance import Action
 from bot.compose import compose
 from bot.config import (
     DEFAULT_CONFIG,
@@ -38,6 +40,8 @@ from bot.routing import Explanation
 from bot.runtime import running
 from bot.store import OutboxRecord, open_store
 from bot.wording import counted
+
+log = structlog.get_logger("groupbot")
 
 # CPython collects its youngest generation of container objects once allocations outrun
 # deallocations by this much (its default is 700). A busy bot has thousands of short-lived
@@ -262,6 +266,8 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
         for listening in sockets:
             bound.enter_context(listening)
         bot = build_bot(config)
+        for warning in bot.warnings:
+            log.warning("config_warning", warning=warning)
         where = listen.url(host, sockets[0])
         mode = "web chat at " if config.provider.kind == "simulator" else "webhooks at "
 
@@ -320,7 +326,16 @@ def _check(bot: Bot) -> int:
         f"{counted(len(config.plugins), 'plugin')}, "
         f"provider {config.provider.kind}, store {config.storage.shown_url}"
     )
+    for warning in bot.warnings:
+        print(f"warning: {warning}")
     return 0
+
+
+KEYWORD_OUTCOMES: dict[Action, str] = {
+    "stop": "the sender is opted out, and alone gets the confirmation",
+    "start": "the sender is opted back in, and alone gets the confirmation",
+    "help": "the sender alone gets who is writing and how to stop",
+}
 
 
 def format_explanation(bot: Bot, explanation: Explanation) -> str:
@@ -338,7 +353,12 @@ def format_explanation(bot: Bot, explanation: Explanation) -> str:
         shown = ", ".join(f"{intent} {score:.2f}" for intent, score in scores)
         lines.append(f"intent scores, likeliest first: {shown}")
     winner = explanation.winner
-    if winner is None:
+    if (action := bot.dispatcher.keywords.action(explanation.text)) is not None:
+        lines.append(
+            f"result: the carrier keyword {action.upper()} (compliance), answered before any "
+            f"route: {KEYWORD_OUTCOMES[action]}"
+        )
+    elif winner is None:
         lines.append("result: no route answers; the bot stays silent")
     else:
         route = winner.route

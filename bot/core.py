@@ -28,6 +28,8 @@ class Bot:
     templates: Templates
     router: Router
     dispatcher: Dispatcher
+    # What may not do what its writer meant, though it works (`check` shows them, `run` logs them).
+    warnings: tuple[str, ...] = ()
 
 
 def build_bot(config: Config) -> Bot:
@@ -126,13 +128,16 @@ def build_bot(config: Config) -> Bot:
         if (name := getattr(compliance, key)) is not None:
             where = f"{source}: compliance.{key}"
             _check_template(name, COMPLIANCE_VARIABLES, where, templates, problems)
+    warnings: list[str] = []
     for keyword in compliance.stop_words + compliance.start_words + compliance.help_words:
         if words(keyword) in keywords:
+            # Not an error: the route still answers the word within a longer message.
             owner, written, at = keywords[words(keyword)]
-            problems.append(
+            warnings.append(
                 f"{source}: routes[{at}] ({owner}): keyword {written!r} is also the carrier "
                 f"keyword {keyword!r} (compliance): a message that is only that word is "
-                "answered as such before any route, and never reaches this one"
+                "answered as such before any route; this one answers it only within a longer "
+                "message"
             )
 
     if problems:
@@ -155,7 +160,7 @@ def build_bot(config: Config) -> Bot:
         error_template=error_template,
         compliance=config.compliance,
     )
-    return Bot(config, registry, templates, router, dispatcher)
+    return Bot(config, registry, templates, router, dispatcher, tuple(warnings))
 
 
 def intent_examples(config: Config, registry: Registry) -> dict[str, list[str]]:

@@ -169,6 +169,23 @@ async def test_check_reports_an_unknown_key_and_a_route_problem_at_once(tmp_path
     assert "srever: unknown key" in ran.err
 
 
+async def test_check_shows_a_warning_beside_ok(tmp_path: Path) -> None:
+    routes = [
+        *shipped_config()["routes"],
+        {"name": "orders", "keywords": ["cancel"], "template": "hours.txt.j2"},
+    ]
+    config = write_config(tmp_path, {"routes": routes})
+
+    result = await groupbot("check", "--config", config, cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert f"{config}: OK: {len(routes)} routes" in result.out
+    assert (
+        f"warning: {config}: routes[{len(routes) - 1}] (orders): keyword 'cancel' is also the "
+        "carrier keyword 'CANCEL' (compliance)"
+    ) in result.out
+
+
 async def test_check_reports_a_config_that_does_not_exist(tmp_path: Path) -> None:
     result = await groupbot("check", "--config", tmp_path / "absent.yaml", cwd=tmp_path)
 
@@ -214,6 +231,20 @@ async def test_route_says_the_bot_stays_silent_when_nothing_matches(tmp_path: Pa
     # The likeliest intents, on one line: what it took the message for, and how sure.
     [scores] = [line for line in result.out.splitlines() if "intent scores" in line]
     assert re.fullmatch(r"intent scores, likeliest first: book \d\.\d\d", scores)
+
+
+async def test_route_says_a_carrier_keyword_is_answered_before_any_route(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path)
+
+    result = await groupbot("route", "--config", config, "Stop", cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert (
+        "result: the carrier keyword STOP (compliance), answered before any route: the "
+        "sender is opted out, and alone gets the confirmation"
+    ) in result.out
 
 
 # -- send ----------------------------------------------------------------------------------
@@ -462,6 +493,23 @@ async def test_run_logs_json_with_context_and_masked_numbers(
     assert "ticket 42" not in text
     for secret in (SIGNATURE_SECRET, "PRIVATE KEY", "Bearer", "eyJ"):  # no secrets, no tokens
         assert secret not in text
+
+
+async def test_run_logs_what_check_warns_of(tmp_path: Path) -> None:
+    routes = [
+        *shipped_config()["routes"],
+        {"name": "orders", "keywords": ["cancel"], "template": "hours.txt.j2"},
+    ]
+    config = write_config(tmp_path, {"routes": routes})
+    async with running_bot(tmp_path, config) as bot:
+        await wait_healthy(bot.process, bot.url, bot.log)
+        bot.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(bot.process.wait(), 15)
+
+    lines = bot.log.read_text().splitlines()
+    [warned] = [json.loads(line) for line in lines if '"config_warning"' in line]
+    assert warned["level"] == "warning"
+    assert "keyword 'cancel' is also the carrier keyword 'CANCEL'" in warned["warning"]
 
 
 async def test_run_on_a_busy_port_says_so_and_exits_1(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 from bot.compliance import Keywords
 from bot.config import ComplianceSettings, parse_config
 from bot.core import build_bot
-from bot.exceptions import ConfigError
 from bot.models import parse_status
 from bot.testing import Kit
 from tests.conftest import BOT_NUMBER, DATA, ROOT, Harness, inbound, merge, shipped_config
@@ -114,15 +113,18 @@ async def test_a_carrier_rejection_1240_opts_the_number_out(start_bot: StartBot)
     assert await bot.runtime.store.opted_out([A, B, C]) == frozenset({B})
 
 
-def test_a_route_keyword_that_is_a_carrier_keyword_is_a_conflict() -> None:
-
+def test_a_route_keyword_that_is_a_carrier_keyword_is_a_warning() -> None:
+    # Not an error: the route still answers the word within a longer message.
     raw = merge(shipped_config(), {})
     raw["routes"].append({"name": "helpdesk", "keywords": ["help"], "template": "hours.txt.j2"})
-    with pytest.raises(ConfigError) as raised:
-        build_bot(parse_config(raw, root=ROOT))
+    bot = build_bot(parse_config(raw, root=ROOT))
     index = len(raw["routes"]) - 1
-    assert raised.value.problems == [
+    assert bot.warnings == (
         f"config.yaml: routes[{index}] (helpdesk): keyword 'help' is also the carrier keyword "
         "'HELP' (compliance): a message that is only that word is answered as such before "
-        "any route, and never reaches this one"
-    ]
+        "any route; this one answers it only within a longer message",
+    )
+    found = bot.router.match("I need help with my order")
+    assert found is not None
+    assert found.route.name == "helpdesk"
+    assert bot.dispatcher.keywords.action("Help!") == "help"
