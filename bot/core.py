@@ -93,8 +93,10 @@ def build_bot(config: Config) -> Bot:
             )
         )
 
-    for intent in sorted(intents.keys() - intent_routes.keys()):
-        # The classifier would still learn it, and take messages for it that no route answers.
+    # With a classifier (some route has an intent), it learns every intent, and would take
+    # messages for one that no route answers. (Without, the examples are not used at all.)
+    unanswered_intents = sorted(intents.keys() - intent_routes.keys()) if intent_routes else []
+    for intent in unanswered_intents:
         unanswered = "no route answers it, so a message classified as it would get no answer"
         if intent in config.intents:
             problems.append(

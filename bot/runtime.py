@@ -31,6 +31,7 @@ from bot.retry import RetryPolicy
 from bot.security import WebhookVerifier
 from bot.simulator import SimulatorProvider
 from bot.store import OutboxRecord, Store, entries, open_store
+from bot.watchdog import LoopWatchdog
 
 log = structlog.get_logger("groupbot.runtime")
 
@@ -226,12 +227,15 @@ async def running(
         runtime.sweeper = asyncio.create_task(_sweep_orphans(store, inbox, outbox))
         runtime.backlog = Backlog(store)
         runtime.backlog.start()
+    watchdog = LoopWatchdog()  # a handler that blocks the loop stalls every group: say so
+    watchdog.start()
     try:
         yield runtime
     finally:
         await runtime.stop()
         await provider.close()
         await store.close()
+        watchdog.stop()
 
 
 async def _sweep_orphans(store: Store, inbox: InboxWorker, outbox: OutboxWorker) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from bot import Context, handler
 
@@ -21,6 +22,12 @@ async def slow(ctx: Context) -> str:
     assert gate is not None
     await gate.wait()
     return "done waiting"
+
+
+@handler("blocking")
+async def blocking(ctx: Context) -> str:
+    time.sleep(1.3)  # noqa: ASYNC251 - the mistake under test: it stalls every group
+    return "done blocking"
 
 
 @handler("boom")

@@ -9,6 +9,8 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
+
 from tests import plugins
 from tests.conftest import BOT_NUMBER, DATA, Harness, eventually, inbound
 
@@ -202,6 +204,21 @@ async def test_handler_that_raises_is_logged_and_the_bot_keeps_serving(start_bot
     await bot.post_inbound(inbound(SEED[0], "ping", SEED[1:]))
     accepted = await bot.api.wait_for_accepted(3)
     assert {r.body["text"] for r in accepted} == {"echo: ping"}
+
+
+async def test_a_handler_that_blocks_the_loop_is_named_in_the_log(start_bot: StartBot) -> None:
+    bot = await start_bot(
+        config_with({"name": "blocking", "keywords": ["block"], "handler": "blocking"})
+    )
+    with structlog.testing.capture_logs() as logs:
+        await bot.post_inbound(inbound(SEED[0], "block", SEED[1:]))
+        accepted = await bot.api.wait_for_accepted(3)
+    assert {r.body["text"] for r in accepted} == {"done blocking"}
+
+    [blocked] = [e for e in logs if e["event"] == "event_loop_blocked"]
+    line = plugins.blocking.__code__.co_firstlineno + 2  # the decorator's line is the first
+    assert blocked["where"] == f"{plugins.__file__}:{line} in blocking"
+    assert any(e["event"] == "event_loop_unblocked" for e in logs)
 
 
 async def test_template_error_and_bad_return_type_are_isolated(start_bot: StartBot) -> None:
