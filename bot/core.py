@@ -7,6 +7,7 @@ not compile, a missing handler or template), each with the route's name, so that
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ def build_bot(config: Config) -> Bot:
                 "(under intents: in the config, or @handler(..., examples=[...]))"
             )
         _check_answer(settings.handler, settings.template, where, registry, templates, problems)
+        if settings.template is not None and settings.handler is None:
+            _check_match_keys(settings, pattern, where, templates, problems)
         function = registry.resolve(settings.handler) if settings.handler else None
         if function is not None:
             handlers[index] = function
@@ -213,6 +216,40 @@ def _check_answer(
         # Without a handler, a template sees what every template sees, and nothing more.
         given = TEMPLATE_VARIABLES if handler is None else None
         _check_template(template, given, where, templates, problems)
+
+
+# What `match` holds besides a route's own keys: a route taken by ctx.expect gets `expected`;
+# the rest are the dict's own methods (`match.get("day")`).
+_MATCH_ALWAYS = frozenset({"expected", "get", "items", "keys", "values"})
+
+
+def _check_match_keys(
+    settings: RouteSettings,
+    pattern: re.Pattern[str] | None,
+    where: str,
+    templates: Templates,
+    problems: list[str],
+) -> None:
+    """That a template-only route's template reads of `match` only what the route gives:
+    a misspelt group name is caught now, not at the first message."""
+    assert settings.template is not None
+    if templates.problem(settings.template) is not None:
+        return  # said already
+    if pattern is not None:
+        given, by = set(pattern.groupindex), "its pattern's named groups"
+    elif settings.keywords:
+        given, by = {"keyword"}, "a keyword match"
+    elif settings.intent is not None:
+        given, by = {"intent", "confidence"}, "an intent match"
+    else:
+        return
+    for key in sorted(templates.keys_read(settings.template, "match") - given - _MATCH_ALWAYS):
+        nearest = difflib.get_close_matches(key, sorted(given), n=1)
+        hint = f"; did you mean match.{nearest[0]}?" if nearest else ""
+        problems.append(
+            f"{where}: template {settings.template!r} reads match.{key}, which this route "
+            f"does not give (it gives {', '.join(sorted(given)) or 'nothing'}, from {by}){hint}"
+        )
 
 
 def _check_template(

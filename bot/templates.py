@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from bot.exceptions import TemplateError
@@ -51,6 +51,28 @@ class Templates:
         used: set[str] = meta.find_undeclared_variables(self._env.parse(source))
         return used - set(self._env.globals)
 
+    def keys_read(self, name: str, variable: str) -> set[str]:
+        """The keys `name` reads of the mapping `variable`, as `variable.key` or
+        `variable["key"]`, unless it allows for their absence (`| default(...)`, `is
+        defined`). A key computed at run time is not known here. Call after `problem` found
+        none."""
+        source, _, _ = self._env.loader.get_source(self._env, name)  # type: ignore[union-attr]
+        parsed = self._env.parse(source)
+        guarded = {
+            id(node.node)
+            for node in [*parsed.find_all(nodes.Filter), *parsed.find_all(nodes.Test)]
+            if node.name in ("default", "d", "defined", "undefined")
+        }
+        keys: set[str] = set()
+        for read in parsed.find_all(nodes.Getattr):
+            if _reads(read.node, variable) and id(read) not in guarded:
+                keys.add(read.attr)
+        for item in parsed.find_all(nodes.Getitem):
+            key = item.arg.value if isinstance(item.arg, nodes.Const) else None
+            if _reads(item.node, variable) and id(item) not in guarded and isinstance(key, str):
+                keys.add(key)
+        return keys
+
     def render(self, name: str, variables: Mapping[str, Any]) -> str:
         """Render `name`; any failure becomes a TemplateError naming the template."""
         try:
@@ -63,3 +85,7 @@ class Templates:
             raise TemplateError(f"template {name!r}: {exc}") from None
         except Exception as exc:  # a filter or a value's method raising inside the template
             raise TemplateError(f"template {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _reads(node: nodes.Node, variable: str) -> bool:
+    return isinstance(node, nodes.Name) and node.name == variable

@@ -89,6 +89,38 @@ def test_a_template_reading_a_name_it_is_not_given_is_named(tmp_path: Path) -> N
     ]
 
 
+def test_a_template_reading_a_match_key_its_route_does_not_give_is_named(tmp_path: Path) -> None:
+    (tmp_path / "ticket.txt.j2").write_text(
+        "Ticket {{ match.ticketid }} ({{ match['ticket_id'] }}, {{ match.get('x') }}, "
+        "{{ match.note | default('-') }}{% if match.extra is defined %}+{% endif %})"
+    )
+    (tmp_path / "said.txt.j2").write_text("{{ match.keyword }} / {{ match.confidence }}")
+    raw = {
+        "bot": {"number": "11234567890"},
+        "templates": str(tmp_path),
+        "handlers": {"error_template": None},
+        "routes": [
+            {
+                "name": "ticket",
+                "pattern": r"^ticket (?P<ticket_id>\d+)",
+                "template": "ticket.txt.j2",
+            },
+            {"name": "said", "keywords": ["said"], "template": "said.txt.j2"},
+        ],
+    }
+
+    problems = problems_of(parse_config(raw, root=tmp_path, source=SOURCE))
+
+    # Only reads that expect the key: not those that allow for its absence, nor dict methods.
+    assert problems == [
+        f"{SOURCE}: routes[0] (ticket): template 'ticket.txt.j2' reads match.ticketid, which "
+        "this route does not give (it gives ticket_id, from its pattern's named groups); did "
+        "you mean match.ticket_id?",
+        f"{SOURCE}: routes[1] (said): template 'said.txt.j2' reads match.confidence, which "
+        "this route does not give (it gives keyword, from a keyword match)",
+    ]
+
+
 def test_the_names_a_check_trusts_are_the_names_a_render_gives(bot: Bot) -> None:
     message = parse_inbound(json.dumps(inbound("11234567891", "hi", ["11234567892"])).encode())
     group = Group.of([message.sender, *message.participants], bot_number=BOT_NUMBER)
