@@ -474,4 +474,8 @@ def _describe(error: Any, source: str, data: dict[str, Any]) -> str:
         and not SECRET_KEYS & {str(part) for part in loc}  # never echo a secret back
     ):
         message = f"{message}, got {error['input']!r}"
+        given = error["input"]
+        if error["type"] == "string_type" and type(given) in (int, float):
+            # YAML reads unquoted digits as a number: a phone number must be quoted.
+            message += f" (YAML read it as a number: quote it, '{given}')"
     return f"{source}: {where}: {message}"

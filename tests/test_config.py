@@ -383,6 +383,16 @@ def test_invalid_bot_number_is_refused_naming_bot_number() -> None:
     assert "'not a number'" in problems[0]
 
 
+def test_a_number_yaml_read_as_a_number_is_refused_with_how_to_quote_it() -> None:
+    assert problems_of({"bot": {"number": 12025550100}}) == [
+        f"{SOURCE}: bot.number: Input should be a valid string, got 12025550100 (YAML read it "
+        "as a number: quote it, '12025550100')"
+    ]
+    # Not said of what YAML reads as something else: true is no number.
+    [problem] = problems_of({"bot": {"number": True}})
+    assert "quote it" not in problem
+
+
 @pytest.mark.parametrize(
     ("api_url", "expected"),
     [
