@@ -129,11 +129,10 @@ class Dispatcher:
         if ctx.expecting is not None:
             expected_route, within = ctx.expecting
             ctx.state[EXPECT_KEY] = {"route": expected_route, "until": now + within}
-        try:
-            after = json.dumps(ctx.state, sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            log.error("state_invalid", error=str(exc))
-            return self._failed(match, ctx, kept, f"ctx.state: expected JSON values: {exc}")
+        if (problem := _not_json(ctx.state, "ctx.state")) is not None:
+            log.error("state_invalid", error=problem)
+            return self._failed(match, ctx, kept, problem)
+        after = json.dumps(ctx.state, sort_keys=True)
         new_state = after if after != before else None
         if reply is None:
             log.info("reply_none")
@@ -258,3 +257,26 @@ def _pop_expectation(state: dict[str, Any], now: float) -> str | None:
 def _text(text: str) -> Reply | None:
     # An empty answer (a template whose conditions all fell through) means silence.
     return Reply(text) if text.strip() else None
+
+
+def _not_json(value: object, path: str, within: frozenset[int] = frozenset()) -> str | None:
+    """Where `value` is not JSON (text keys; str, numbers, bools, None, lists, dicts), and
+    why; None when it is. json.dumps would turn a number key into text unasked, and name
+    neither the key nor the value it refuses."""
+    if isinstance(value, str | bool | int | float) or value is None:
+        return None
+    if not isinstance(value, dict | list | tuple):
+        return (
+            f"{path}: {type(value).__name__} is not a JSON value "
+            "(str, int, float, bool, None, list or dict)"
+        )
+    if id(value) in within:
+        return f"{path}: contains itself"
+    within |= {id(value)}
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            return f"{path}: key {key!r} is {type(key).__name__}; keys must be str"
+        if (problem := _not_json(item, f"{path}[{key!r}]", within)) is not None:
+            return problem
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from datetime import UTC, datetime
 
 from bot import Context, handler
 
@@ -28,6 +29,18 @@ async def slow(ctx: Context) -> str:
 async def blocking(ctx: Context) -> str:
     time.sleep(1.3)  # noqa: ASYNC251 - the mistake under test: it stalls every group
     return "done blocking"
+
+
+@handler("number_key")
+async def number_key(ctx: Context) -> str:
+    ctx.state["orders"] = {3: "soup"}  # a number key, which JSON would turn into "3"
+    return "noted"
+
+
+@handler("date_value")
+async def date_value(ctx: Context) -> str:
+    ctx.state["orders"] = [{"at": datetime.now(UTC)}]
+    return "noted"
 
 
 @handler("boom")

@@ -221,6 +221,26 @@ async def test_a_handler_that_blocks_the_loop_is_named_in_the_log(start_bot: Sta
     assert any(e["event"] == "event_loop_unblocked" for e in logs)
 
 
+async def test_state_that_is_not_json_is_refused_naming_where(start_bot: StartBot) -> None:
+    bot = await start_bot(
+        config_with(
+            {"name": "key", "keywords": ["key"], "handler": "number_key"},
+            {"name": "date", "keywords": ["date"], "handler": "date_value"},
+        )
+    )
+    by_key = inbound(SEED[0], "key", SEED[1:])
+    await bot.post_inbound(by_key)
+    assert await processed(bot, by_key["message_uuid"]) == (
+        "failed", "key", "ctx.state['orders']: key 3 is int; keys must be str"
+    )  # fmt: skip
+    by_value = inbound(SEED[0], "date", SEED[1:])
+    await bot.post_inbound(by_value)
+    assert await processed(bot, by_value["message_uuid"]) == (
+        "failed", "date", "ctx.state['orders'][0]['at']: datetime is not a JSON value "
+        "(str, int, float, bool, None, list or dict)",
+    )  # fmt: skip
+
+
 async def test_template_error_and_bad_return_type_are_isolated(start_bot: StartBot) -> None:
     bot = await start_bot(
         config_with(
