@@ -93,6 +93,37 @@ async def test_bad_member_message_is_400_naming_the_field(start_bot: StartBot) -
     assert (await response.json())["field"] == "from"
 
 
+async def test_members_are_checked_and_named_as_the_request_names_them(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot({**SIMULATOR, "bot": {"number": BOT_NUMBER, "max_group_size": 3}})
+
+    async def refused(members: list[str], sender: str = SEED[0]) -> tuple[str, str]:
+        response = await bot.client.post(
+            "/simulator/messages", json={"from": sender, "members": members, "text": "hi"}
+        )
+        assert response.status == 400
+        problem = await response.json()
+        return problem["field"], problem["detail"]
+
+    field, detail = await refused([SEED[0], "442071838750"])
+    assert field == "members[1]"
+    assert "expected a US or Canadian number" in detail
+    assert await refused([SEED[0], BOT_NUMBER]) == (
+        "members[1]",
+        "members[1]: the bot's own number is in every group, not a member",
+    )
+    assert await refused(SEED, sender=BOT_NUMBER) == (
+        "from",
+        "from: the bot's own number cannot write as a member",
+    )
+    assert await refused([*SEED, "11234567894"]) == (
+        "members",
+        "members: expected at most 3 members, got 4",
+    )
+    assert await bot.runtime.store.groups() == []  # nothing was stored
+
+
 async def test_web_chat_is_not_served_with_a_real_provider(start_bot: StartBot) -> None:
     bot = await start_bot()
 

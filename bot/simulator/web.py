@@ -18,9 +18,11 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.exceptions import InvalidInput
 from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
 from bot.models import Number, invalid_input
+from bot.numbers import only_north_american, reaches_by_mms
 from bot.runtime import Runtime
 from bot.webhooks import receive_inbound
 
@@ -107,6 +109,9 @@ async def post_message(request: web.Request) -> web.Response:
         said = MemberMessage.model_validate_json(await request.read())
     except ValidationError as exc:
         return invalid(invalid_input(exc))
+    config = runtime.bot.config.bot
+    if (refused := _refused_members(said, number, config.max_group_size)) is not None:
+        return invalid(refused)
     body = inbound_body(bot_number=number, sender=said.sender, members=said.members, text=said.text)
     signature = runtime.verifier.sign(body) if runtime.verifier else None
     answer = await receive_inbound(runtime, body, signature)
@@ -115,6 +120,26 @@ async def post_message(request: web.Request) -> web.Response:
     group = Group.of([said.sender, *said.members], bot_number=number)
     message_uuid = json.loads(body)["message_uuid"]  # for `groupbot status`
     return web.json_response({"group": group.key, "message_uuid": message_uuid}, status=201)
+
+
+def _refused_members(said: MemberMessage, bot_number: str, max_size: int) -> InvalidInput | None:
+    """What is wrong with the members, named as the request names them (a webhook's own
+    checks would name the fields of the webhook made from it)."""
+    if said.sender == bot_number:
+        return InvalidInput("from", "the bot's own number cannot write as a member")
+    for field, member in (("from", said.sender), *_indexed("members", said.members)):
+        if member == bot_number:
+            return InvalidInput(field, "the bot's own number is in every group, not a member")
+        if not reaches_by_mms(member):
+            return InvalidInput(field, only_north_american(member))
+    size = len(Group.of([said.sender, *said.members], bot_number=bot_number).members)
+    if size > max_size:
+        return InvalidInput("members", f"expected at most {max_size} members, got {size}")
+    return None
+
+
+def _indexed(field: str, values: list[str]) -> list[tuple[str, str]]:
+    return [(f"{field}[{n}]", value) for n, value in enumerate(values)]
 
 
 def add_routes(app: web.Application) -> None:
