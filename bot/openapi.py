@@ -42,6 +42,37 @@ WEBHOOK_ANSWERS = {
 }
 
 
+NUMBERS = {"type": "array", "items": {"type": "string"}}
+GROUPS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["key", "members"],
+        "properties": {"key": {"type": "string"}, "members": NUMBERS},
+    },
+}
+CONVERSATION = {
+    "type": "object",
+    "required": ["key", "bot_number", "members", "phones"],
+    "properties": {
+        "key": {"type": "string"},
+        "bot_number": {"type": "string"},
+        "members": NUMBERS,
+        "phones": {
+            "type": "object",
+            "description": "member -> the messages their phone shows, oldest first",
+            "additionalProperties": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+GROUP_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^g[0-9a-f]{16}$"},
+}
+
+
 def document(*, simulator: bool) -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Problem": {
@@ -128,6 +159,22 @@ def document(*, simulator: bool) -> dict[str, Any]:
                 "responses": {
                     "201": _json("Accepted as the webhook Vonage would send"),
                     **{k: v for k, v in WEBHOOK_ANSWERS.items() if k != "200"},
+                },
+            }
+        }
+        paths["/simulator/groups"] = {
+            "get": {
+                "summary": "The groups, each with its members (simulator only)",
+                "responses": {"200": _json("Every group", GROUPS)},
+            }
+        }
+        paths["/simulator/groups/{key}"] = {
+            "get": {
+                "summary": "What every member's phone shows of a group (simulator only)",
+                "parameters": [GROUP_KEY],
+                "responses": {
+                    "200": _json("Each member's thread", CONVERSATION),
+                    "404": _problem("No such group"),
                 },
             }
         }
