@@ -26,7 +26,10 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture
 async def chat_url(tmp_path: Path) -> AsyncIterator[str]:
-    config = write_config(tmp_path, {"log": {"level": "warning", "format": "json"}})
+    config = write_config(
+        tmp_path,
+        {"log": {"level": "warning", "format": "json"}, "bot": {"max_group_size": 4}},
+    )
     port = free_port()
     log = tmp_path / "run.log"
     with log.open("wb") as output:
@@ -111,6 +114,12 @@ async def test_a_group_of_numbers_that_cannot_be_one_is_explained(
     await page.get_by_role("button", name="Open group").click()
 
     await expect(page.locator("#problem")).to_have_text(
-        "a group has 2 to 10 members besides the bot"
+        "a group has 2 to 4 members besides the bot"
+    )
+    # The bot's own limit (bot.max_group_size), not one of the page's.
+    await page.locator("#numbers").fill(", ".join(f"1202555012{n}" for n in range(5)))
+    await page.get_by_role("button", name="Open group").click()
+    await expect(page.locator("#problem")).to_have_text(
+        "a group has 2 to 4 members besides the bot"
     )
     await expect(page.locator(".phone")).to_have_count(0)

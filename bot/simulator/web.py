@@ -53,8 +53,13 @@ def inbound_body(*, bot_number: str, sender: str, members: list[str], text: str)
     return json.dumps(body).encode()
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
+async def index(request: web.Request) -> web.Response:
+    # The page checks a new group's size as the bot will: it is told the bot's limit.
+    most = request.app[RUNTIME].bot.config.bot.max_group_size
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    return web.Response(
+        text=page.replace("__MAX_GROUP_SIZE__", str(most)), content_type="text/html"
+    )
 
 
 async def groups(request: web.Request) -> web.Response:
