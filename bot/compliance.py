@@ -25,6 +25,8 @@ DEFAULT_TEXTS: dict[Action, str] = {
     "help": "{business}: messages about your service in this group. "
     "Reply STOP to unsubscribe, START to resubscribe. Msg & data rates may apply.",
 }
+# START from a number that had not opted out: nothing changed, and "again" would be untrue.
+ALREADY_SUBSCRIBED = "You are subscribed to {business}. Reply STOP to unsubscribe, HELP for help."
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from bot import broadcast
-from bot.compliance import DEFAULT_TEXTS, Action, Keywords
+from bot.compliance import ALREADY_SUBSCRIBED, DEFAULT_TEXTS, Action, Keywords
 from bot.config import ComplianceSettings
 from bot.context import Context, Reply
 from bot.exceptions import HandlerError, TemplateError
@@ -85,7 +85,7 @@ class Dispatcher:
     ) -> Outcome:
         action = self.keywords.action(message.body_text)
         if action is not None:
-            return self._keyword(action, message, group)
+            return self._keyword(action, message, group, opted_out)
         before = json.dumps(state, sort_keys=True)
         state = dict(state)
         expected = _pop_expectation(state, now)
@@ -158,7 +158,9 @@ class Dispatcher:
             f"{business} has reached today's message limit for this group; answers resume tomorrow."
         )
 
-    def _keyword(self, action: Action, message: InboundMessage, group: Group) -> Outcome:
+    def _keyword(
+        self, action: Action, message: InboundMessage, group: Group, opted_out: frozenset[str]
+    ) -> Outcome:
         """STOP, START or HELP: answered to the sender alone, before and instead of routing."""
         settings = self.compliance
         template = {
@@ -167,15 +169,18 @@ class Dispatcher:
             "help": settings.help_template,
         }[action]
         variables = {"business": settings.business_name, "sender": message.sender}
+        default = DEFAULT_TEXTS[action]
+        if action == "start" and message.sender not in opted_out:
+            default = ALREADY_SUBSCRIBED
         try:
             text = (
                 self.templates.render(template, variables)
                 if template
-                else DEFAULT_TEXTS[action].format(business=settings.business_name)
+                else default.format(business=settings.business_name)
             )
         except TemplateError as exc:  # the opt-out itself must happen whatever the template
             log.error("template_failed", error=str(exc))
-            text = DEFAULT_TEXTS[action].format(business=settings.business_name)
+            text = default.format(business=settings.business_name)
         log.info("compliance_keyword", action=action)
         reply = Reply(text, to_sender_only=True)
         messages = broadcast.plan(reply, group, bot_number=self.bot_number, sender=message.sender)

@@ -62,6 +62,10 @@ async def test_start_opts_back_in_and_help_answers_the_sender(groupbot: Kit) -> 
     after = await group.say(A, "ticket 42")
 
     assert start[B][0].startswith("You are subscribed to groupbot again")
+    never_left = await group.say(C, "Start")
+    assert never_left[C] == [
+        "You are subscribed to groupbot. Reply STOP to unsubscribe, HELP for help."
+    ]
     assert help_ == {A: [], B: [], C: [help_[C][0]]}
     assert "Reply STOP to unsubscribe" in help_[C][0]
     assert after[B] != []
