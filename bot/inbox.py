@@ -34,12 +34,6 @@ log = structlog.get_logger("groupbot.inbox")
 MAX_ATTEMPTS = 5
 # How long answers wait for places in the outbox before they are stored for a claim instead.
 ANSWER_WAIT_SECONDS = 2.0
-# Messages handled at once. A place is held from the webhook's arrival until its answers are
-# stored, across two of the store's commits; a commit carries what arrived while the last one
-# was being written, so the more work may be in flight, the more each commit carries and the
-# less each message costs. Under load, 32 places here and 64 in the outbox let a commit carry
-# 24 units of work; 128 and 256, 56, for 17 % less CPU a message (bench/RESULTS.md).
-CONCURRENCY = 128
 
 
 @dataclass(frozen=True)
@@ -105,7 +99,7 @@ class InboxWorker(Worker[InboxItem]):
         *,
         outbox: OutboxWorker,
         on_queued: Callable[[], None],
-        concurrency: int = CONCURRENCY,
+        concurrency: int = 32,
         poll_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
         daily_limit: int | None = None,

@@ -30,9 +30,6 @@ log = structlog.get_logger("groupbot.outbox")
 SCHEDULE_HORIZON_SECONDS = 0.25
 MAX_RESLOTS = 10  # a process this overloaded sends anyway rather than never
 CLAIM_SAFETY_SECONDS = 5.0  # of a claim's lease margin, kept clear of waiting for a slot
-# Sends at once, each from its claim to its recorded outcome (see inbox.CONCURRENCY); the
-# requests themselves share the transport's connections (at most 100).
-CONCURRENCY = 256
 
 
 class OutboxWorker(Worker[OutboxItem]):
@@ -45,7 +42,7 @@ class OutboxWorker(Worker[OutboxItem]):
         sender: str,
         request_timeout_seconds: float,
         policy: RetryPolicy | None = None,
-        concurrency: int = CONCURRENCY,
+        concurrency: int = 64,
         poll_seconds: float = 1.0,
         broadcast_id: str | None = None,
         on_change: Callable[[], None] = lambda: None,

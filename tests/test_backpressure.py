@@ -15,6 +15,7 @@ from bot import backlog, webhooks
 from bot.store import open_store
 from tests import plugins
 from tests.conftest import Harness, inbound
+from tests.postgres import TemporaryPostgres
 from tests.test_end_to_end import SEED, StartBot, config_with, inbound_state, processed
 from tests.test_workers import until
 
@@ -30,6 +31,21 @@ async def busy_bot(start_bot: StartBot, gate: asyncio.Event) -> tuple[Harness, d
     first = inbound(SEED[0], "please wait", SEED[1:])
     assert (await bot.post_inbound(first)).status == 200
     return bot, first
+
+
+async def test_the_places_are_the_stores(start_bot: StartBot, postgres: TemporaryPostgres) -> None:
+    # SQLite commits together what arrives while it writes: more in flight, cheaper commits.
+    # PostgreSQL's units each wait for a pooled connection: more in flight only waits longer.
+    on_sqlite = await start_bot(config_with())
+    assert (on_sqlite.runtime.inbox.concurrency, on_sqlite.runtime.outbox.concurrency) == (
+        128,
+        256,
+    )
+    on_postgres = await start_bot(config_with(storage={"url": postgres.create_database()}))
+    assert (on_postgres.runtime.inbox.concurrency, on_postgres.runtime.outbox.concurrency) == (
+        32,
+        64,
+    )
 
 
 async def test_a_webhook_waits_for_a_place_and_is_then_processed_at_once(

@@ -178,8 +178,19 @@ class UsageRow:
     spend: dict[str, Decimal]  # by currency, from the status callbacks' usage.price
 
 
+@dataclass(frozen=True)
+class Places:
+    """How much work a process keeps in flight on a store: messages being handled (from the
+    webhook's arrival until the answers are stored), and sends (from the claim until the
+    outcome is recorded). Past them, work waits in line, and webhooks are held back."""
+
+    inbox: int
+    outbox: int
+
+
 class Store(Protocol):
     owner: str  # who this process is on the claims it takes
+    places: Places
 
     async def ping(self) -> None: ...
 

@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from bot.exceptions import Replayed
-from bot.store import OutboxEntry, OutboxItem, Take
+from bot.store import OutboxEntry, OutboxItem, Places, Take
 from bot.store.common import (
     OUTBOUND_COLUMNS,
     TOKEN_KEEP_SECONDS,
@@ -60,6 +60,12 @@ async def _keep_session(_: asyncpg.Connection[asyncpg.Record]) -> None:
 
 
 class PostgresBase:
+    # Each unit is a transaction of its own on one of `storage.pool_size` connections: more
+    # work in flight than they serve only waits longer for them (bench/RESULTS.md: with
+    # SQLite's places, the same messages a second, and three times as long before the
+    # members had their answers).
+    places = Places(inbox=32, outbox=64)
+
     def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
