@@ -128,11 +128,19 @@ class Origin:
         if self._closed:
             raise ConnectionError("the transport is closed")
         now = time.monotonic()
+        # The longest idle first (at the front): all that outlived the keep-alive go now, not
+        # only one when it happens to be taken, so a burst's connections do not stay open.
+        expired = 0
+        for connection in self._idle:
+            if connection.reusable and now - connection.idle_since < self._keepalive_seconds:
+                break
+            connection.close()
+            expired += 1
+        del self._idle[:expired]
         while self._idle:
             connection = self._idle.pop()
-            if connection.reusable and now - connection.idle_since < self._keepalive_seconds:
+            if connection.reusable:  # kept alive: the sweep above left only fresh ones
                 return connection
-            connection.close()
         loop = asyncio.get_running_loop()
         _, connection = await loop.create_connection(
             lambda: _Connection(self._open), self.host, self.port, ssl=self._ssl

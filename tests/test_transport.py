@@ -346,6 +346,25 @@ async def test_a_connection_idle_past_the_keepalive_is_closed_and_replaced(
     assert server.connections == 2
 
 
+async def test_connections_idle_past_the_keepalive_are_closed_though_a_fresh_one_is_taken(
+    raw_server: Callable[[Serve], Awaitable[RawServer]],
+) -> None:
+    server = await raw_server(answering(ACCEPTED))
+    origin = Origin(server.url, timeout_seconds=5, keepalive_seconds=15)
+    head = origin.head("/", HEADERS)
+    await asyncio.gather(*(origin.post(head, b"{}") for _ in range(3)))  # a burst: 3 open
+    assert origin.open_connections == 3
+    for stale in origin._idle[:2]:  # as if the burst was a minute ago, and only one used since
+        stale.idle_since -= 60
+
+    await origin.post(head, b"{}")  # on the one still fresh
+
+    assert origin.open_connections == 1  # the stale two did not wait to be taken to go
+    await until(lambda: server.open_now == 1)
+    await origin.close()
+    assert server.connections == 3
+
+
 async def test_close_closes_every_connection_and_refuses_later_posts(
     raw_server: Callable[[Serve], Awaitable[RawServer]],
 ) -> None:
