@@ -98,19 +98,18 @@ def build_bot(config: Config) -> Bot:
 
     # With a classifier (some route has an intent), it learns every intent, and would take
     # messages for one that no route answers. (Without, the examples are not used at all.)
-    unanswered_intents = sorted(intents.keys() - intent_routes.keys()) if intent_routes else []
-    for intent in unanswered_intents:
-        unanswered = "no route answers it, so a message classified as it would get no answer"
-        if intent in config.intents:
+    if intent_routes:
+        for intent in sorted(intents.keys() - intent_routes.keys()):
             problems.append(
-                f"{source}: intents.{intent}: {unanswered} (add a route with "
-                f"'intent: {intent}', or remove it)"
+                f"{source}: intents.{intent}: no route answers it, so a message classified as "
+                f"it would get no answer (add a route with 'intent: {intent}', or remove it)"
             )
-        else:
+    for name, answered in _intents_of_handlers(config, registry).items():
+        if len(answered) > 1 and name in registry.examples:
             problems.append(
-                f"{source}: @handler({intent!r}, examples=...): its examples make an intent "
-                f"{intent!r}, but {unanswered} (use the handler in a route with an intent, "
-                f"whose examples they then join, or add a route with 'intent: {intent}')"
+                f"{source}: @handler({name!r}, examples=...): the handler answers the intents "
+                f"{', '.join(answered)}, and its examples cannot teach them all apart "
+                "(give each intent its own examples under intents:)"
             )
 
     fallback: Route | None = None
@@ -171,24 +170,30 @@ def build_bot(config: Config) -> Bot:
 def intent_examples(config: Config, registry: Registry) -> dict[str, list[str]]:
     """Each intent's examples: from config.yaml, plus those a handler declares. A handler's
     go to the intent of each intent route that uses it; those of a handler no intent route
-    uses, to the intent named like the handler."""
+    uses, to the intent named like the handler if a route answers that, else nowhere."""
     intents = {name: list(settings.examples) for name, settings in config.intents.items()}
 
     def add(intent: str, examples: Sequence[str]) -> None:
         intents.setdefault(intent, []).extend(e for e in examples if e not in intents[intent])
 
-    placed: set[str] = set()  # handlers whose examples went to their routes' intents
+    answered = {route.intent for route in config.routes if route.intent is not None}
+    used = _intents_of_handlers(config, registry)
+    for name, examples in registry.examples.items():
+        for intent in used.get(name) or ([name] if name in answered else []):
+            add(intent, examples)
+    return intents
+
+
+def _intents_of_handlers(config: Config, registry: Registry) -> dict[str, list[str]]:
+    """The intents of the intent routes each handler (by registered name) answers, in order."""
+    used: dict[str, list[str]] = {}
     for route in config.routes:
         if route.intent is None or route.handler is None:
             continue
         name = registry.registered_name(route.handler)
-        if name is not None and name in registry.examples:
-            add(route.intent, registry.examples[name])
-            placed.add(name)
-    for name, examples in registry.examples.items():
-        if name not in placed:
-            add(name, examples)
-    return intents
+        if name is not None and route.intent not in used.setdefault(name, []):
+            used[name].append(route.intent)
+    return used
 
 
 def _compile(settings: RouteSettings, where: str, problems: list[str]) -> re.Pattern[str] | None:

@@ -37,8 +37,8 @@ def handler(name: Any = None, *, examples: Sequence[str] = ()) -> Any:
     """Register an `async def f(ctx)` as a handler, under `name` or the function's own name.
 
     Use as `@handler("status")` or bare `@handler`. `examples` are sentences that teach the
-    intent of each route using this handler with an `intent:` (or, if none does, the intent
-    named like the handler), added to its examples from config.yaml.
+    intent of the route using this handler with an `intent:` (or, if none does, the intent
+    named like the handler, when a route answers it), added to its examples from config.yaml.
     """
     if name is None or isinstance(name, str):
         registered = name

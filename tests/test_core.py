@@ -322,19 +322,37 @@ def test_a_handlers_examples_join_the_intent_of_the_route_that_uses_it(
     assert (found.route.name, found.kind) == ("complaint", "intent")
 
 
-def test_a_handlers_examples_that_no_route_answers_are_named(
+def test_a_handlers_examples_that_no_intent_route_uses_are_left_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Not an intent of their own, which the classifier would learn and no route answer.
     module = gripe_plugin(tmp_path, monkeypatch)
     config = config_with(
         [{"name": "complaint", "keywords": ["complaint"], "handler": "gripe"}],
         plugins=[*shipped_config()["plugins"], module],
     )
+    examples = intent_examples(config, load_plugins(config.plugins, root=config.root)[0])
+    assert "gripe" not in examples
+    assert build_bot(config).router.classifier is not None  # the shipped intent route's
+
+
+def test_a_handlers_examples_for_two_intents_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = gripe_plugin(tmp_path, monkeypatch)
+    intents = {**shipped_config()["intents"], "refund": {"examples": ["money back please"]}}
+    config = config_with(
+        [
+            {"name": "complaint", "intent": "complaint", "handler": "gripe"},
+            {"name": "refund", "intent": "refund", "handler": "gripe"},
+        ],
+        plugins=[*shipped_config()["plugins"], module],
+        intents=intents,
+    )
     assert problems_of(config) == [
-        f"{SOURCE}: @handler('gripe', examples=...): its examples make an intent 'gripe', "
-        "but no route answers it, so a message classified as it would get no answer (use "
-        "the handler in a route with an intent, whose examples they then join, or add a "
-        "route with 'intent: gripe')"
+        f"{SOURCE}: @handler('gripe', examples=...): the handler answers the intents "
+        "complaint, refund, and its examples cannot teach them all apart (give each intent "
+        "its own examples under intents:)"
     ]
 
 
