@@ -223,9 +223,8 @@ def _check_answer(
         _check_template(template, given, where, templates, problems)
 
 
-# What `match` holds besides a route's own keys: a route taken by ctx.expect gets `expected`;
-# the rest are the dict's own methods (`match.get("day")`).
-_MATCH_ALWAYS = frozenset({"expected", "get", "items", "keys", "values"})
+# Read of `match` whatever the route: the dict's own methods (`match.get("day")`).
+_MATCH_ALWAYS = frozenset({"get", "items", "keys", "values"})
 
 
 def _check_match_keys(

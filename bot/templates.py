@@ -52,26 +52,28 @@ class Templates:
         return used - set(self._env.globals)
 
     def keys_read(self, name: str, variable: str) -> set[str]:
-        """The keys `name` reads of the mapping `variable`, as `variable.key` or
-        `variable["key"]`, unless it allows for their absence (`| default(...)`, `is
-        defined`). A key computed at run time is not known here. Call after `problem` found
-        none."""
+        """The keys `name` reads of the mapping `variable` (`variable.key`,
+        `variable["key"]`) that it does not allow to be missing anywhere: a key it checks
+        (`is defined`, `"key" in variable`) or gives a default (`| default(...)`) is its
+        own business, and so is every key when it binds `variable` itself (a loop, a set).
+        A key computed at run time is not known here. Call after `problem` found none."""
         source, _, _ = self._env.loader.get_source(self._env, name)  # type: ignore[union-attr]
         parsed = self._env.parse(source)
-        guarded = {
-            id(node.node)
-            for node in [*parsed.find_all(nodes.Filter), *parsed.find_all(nodes.Test)]
-            if node.name in ("default", "d", "defined", "undefined")
-        }
-        keys: set[str] = set()
-        for read in parsed.find_all(nodes.Getattr):
-            if _reads(read.node, variable) and id(read) not in guarded:
-                keys.add(read.attr)
-        for item in parsed.find_all(nodes.Getitem):
-            key = item.arg.value if isinstance(item.arg, nodes.Const) else None
-            if _reads(item.node, variable) and id(item) not in guarded and isinstance(key, str):
-                keys.add(key)
-        return keys
+        if any(n.name == variable and n.ctx != "load" for n in parsed.find_all(nodes.Name)):
+            return set()
+        allowed: set[str] = set()
+        for test in parsed.find_all(nodes.Test):
+            if test.name in ("defined", "undefined"):
+                allowed |= _keys_in(test.node, variable)
+        for default in parsed.find_all(nodes.Filter):
+            if default.name in ("default", "d") and default.node is not None:
+                allowed |= _keys_in(default.node, variable)
+        for compare in parsed.find_all(nodes.Compare):
+            key = compare.expr.value if isinstance(compare.expr, nodes.Const) else None
+            for operand in compare.ops:
+                if operand.op in ("in", "notin") and _reads(operand.expr, variable):
+                    allowed |= {key} if isinstance(key, str) else set()
+        return _keys_in(parsed, variable) - allowed
 
     def render(self, name: str, variables: Mapping[str, Any]) -> str:
         """Render `name`; any failure becomes a TemplateError naming the template."""
@@ -89,3 +91,15 @@ class Templates:
 
 def _reads(node: nodes.Node, variable: str) -> bool:
     return isinstance(node, nodes.Name) and node.name == variable
+
+
+def _keys_in(tree: nodes.Node, variable: str) -> set[str]:
+    """The keys of `variable` read as `variable.key` or `variable["key"]` in `tree`."""
+    keys: set[str] = set()
+    for node in [tree, *tree.find_all((nodes.Getattr, nodes.Getitem))]:
+        if isinstance(node, nodes.Getattr) and _reads(node.node, variable):
+            keys.add(node.attr)
+        elif isinstance(node, nodes.Getitem) and _reads(node.node, variable):
+            key = node.arg.value if isinstance(node.arg, nodes.Const) else None
+            keys |= {key} if isinstance(key, str) else set()
+    return keys

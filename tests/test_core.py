@@ -91,10 +91,19 @@ def test_a_template_reading_a_name_it_is_not_given_is_named(tmp_path: Path) -> N
 
 def test_a_template_reading_a_match_key_its_route_does_not_give_is_named(tmp_path: Path) -> None:
     (tmp_path / "ticket.txt.j2").write_text(
-        "Ticket {{ match.ticketid }} ({{ match['ticket_id'] }}, {{ match.get('x') }}, "
-        "{{ match.note | default('-') }}{% if match.extra is defined %}+{% endif %})"
+        "Ticket {{ match.ticketid }} ({{ match['ticket_id'] }}, {{ match.get('x') }})"
     )
-    (tmp_path / "said.txt.j2").write_text("{{ match.keyword }} / {{ match.confidence }}")
+    # Reads that allow for a missing key, wherever the template allows for it: not named.
+    (tmp_path / "order.txt.j2").write_text(
+        "{% if match.note is defined %}{{ match.note }}{% endif %}"
+        "{{ match.size if match.size is defined else '' }}"
+        "{% if 'gift' in match %}{{ match.gift }}{% endif %}"
+        "{{ match.color | upper | default('') }}"
+    )
+    (tmp_path / "games.txt.j2").write_text("{% for match in games %}{{ match.home }}{% endfor %}")
+    (tmp_path / "said.txt.j2").write_text(
+        "{{ match.keyword }} / {{ match.confidence }}{% if match.expected %}!{% endif %}"
+    )
     raw = {
         "bot": {"number": "11234567890"},
         "templates": str(tmp_path),
@@ -106,18 +115,28 @@ def test_a_template_reading_a_match_key_its_route_does_not_give_is_named(tmp_pat
                 "template": "ticket.txt.j2",
             },
             {"name": "said", "keywords": ["said"], "template": "said.txt.j2"},
+            {"name": "order", "pattern": r"^order (?P<id>\d+)", "template": "order.txt.j2"},
         ],
     }
 
     problems = problems_of(parse_config(raw, root=tmp_path, source=SOURCE))
 
-    # Only reads that expect the key: not those that allow for its absence, nor dict methods.
     assert problems == [
         f"{SOURCE}: routes[0] (ticket): template 'ticket.txt.j2' reads match.ticketid, which "
         "this route does not give (it gives ticket_id, from its pattern's named groups); did "
         "you mean match.ticket_id?",
+        # `expected` is given only when ctx.expect led to the route: read bare, it fails.
         f"{SOURCE}: routes[1] (said): template 'said.txt.j2' reads match.confidence, which "
         "this route does not give (it gives keyword, from a keyword match)",
+        f"{SOURCE}: routes[1] (said): template 'said.txt.j2' reads match.expected, which "
+        "this route does not give (it gives keyword, from a keyword match)",
+    ]
+    games = {"name": "games", "keywords": ["games"], "template": "games.txt.j2"}
+    with pytest.raises(ConfigError) as caught:  # only for its `games`: its `match` is its own
+        build_bot(parse_config({**raw, "routes": [games]}, root=tmp_path, source=SOURCE))
+    assert caught.value.problems == [
+        f"{SOURCE}: routes[0] (games): template 'games.txt.j2' uses games, which it is not "
+        "given (it sees bot_number, match, members, route, sender, state, text)"
     ]
 
 
