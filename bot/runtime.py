@@ -232,11 +232,13 @@ async def running(
     watchdog = LoopWatchdog()  # a handler that blocks the loop stalls every group: say so
     watchdog.start()
     try:
-        yield runtime
+        try:
+            yield runtime
+        finally:
+            await runtime.stop()
+            await provider.close()
+            await store.close()
     finally:
-        await runtime.stop()
-        await provider.close()
-        await store.close()
         watchdog.stop()
 
 

@@ -25,6 +25,7 @@ log = structlog.get_logger("groupbot.watchdog")
 
 STUCK_SECONDS = 1.0  # far above a busy loop's longest step (a full collection: ~30 ms)
 BEAT_SECONDS = 0.1
+HINT = "a handler must not block: await, or asyncio.to_thread(...)"
 _INSTALLED = tuple(
     {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 )
@@ -36,8 +37,11 @@ class LoopWatchdog:
     ) -> None:
         self.stuck_seconds = stuck_seconds
         self.beat_seconds = beat_seconds
+        # Both threads read and write these under the lock, and log under it too: a stall's
+        # end is never told before its start.
+        self._lock = threading.Lock()
         self._beat = time.monotonic()  # when the loop last came round
-        self._blocked_since: float | None = None  # set by the thread, cleared by the loop
+        self._told: float | None = None  # the beat whose stall was told (blocked)
         self._stopped = threading.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
@@ -58,23 +62,33 @@ class LoopWatchdog:
             self._thread.join()
 
     def _tick(self) -> None:
-        self._beat = time.monotonic()
-        if (since := self._blocked_since) is not None:
-            self._blocked_since = None
-            log.warning("event_loop_unblocked", seconds=round(self._beat - since, 2))
+        with self._lock:
+            now, since = time.monotonic(), self._beat
+            self._beat = now
+            if self._told == since:
+                log.warning("event_loop_unblocked", seconds=round(now - since, 2))
+            elif now - since > self.stuck_seconds:
+                # Stuck all the while the watchdog could not run: something that held the
+                # interpreter throughout (a C extension's call, a regular expression).
+                log.warning(
+                    "event_loop_unblocked",
+                    seconds=round(now - since, 2),
+                    where="unknown: the interpreter was held throughout (C code)",
+                    hint=HINT,
+                )
         self._timer = asyncio.get_running_loop().call_later(self.beat_seconds, self._tick)
 
     def _watch(self) -> None:
         while not self._stopped.wait(self.beat_seconds):
-            beat = self._beat
-            if self._blocked_since is None and time.monotonic() - beat > self.stuck_seconds:
-                self._blocked_since = beat
+            with self._lock:
+                beat = self._beat
+                stuck = time.monotonic() - beat
+                if self._told == beat or stuck <= self.stuck_seconds:
+                    continue
+                self._told = beat
                 frame = sys._current_frames().get(self._loop_thread_id)
                 log.warning(
-                    "event_loop_blocked",
-                    seconds=round(time.monotonic() - beat, 2),
-                    where=_where(frame),
-                    hint="a handler must not block: await, or asyncio.to_thread(...)",
+                    "event_loop_blocked", seconds=round(stuck, 2), where=_where(frame), hint=HINT
                 )
 
 

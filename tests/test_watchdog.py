@@ -56,3 +56,20 @@ async def test_a_loop_that_keeps_coming_round_is_not_reported() -> None:
         finally:
             watchdog.stop()
     assert not [e for e in logs if e["event"].startswith("event_loop")]
+
+
+async def test_a_stall_the_watchdog_could_not_see_is_told_when_it_ends() -> None:
+    # C code that holds the interpreter (a regular expression backtracking, say) keeps the
+    # watchdog's thread from running at all: the loop tells of the stall once it is back.
+    watchdog = LoopWatchdog(stuck_seconds=0.2, beat_seconds=60)  # the thread never looks
+    with structlog.testing.capture_logs() as logs:
+        watchdog.start()
+        try:
+            watchdog._beat -= 3  # as if the loop had last come round 3 s ago
+            watchdog._tick()
+        finally:
+            watchdog.stop()
+    [told] = [e for e in logs if e["event"].startswith("event_loop")]
+    assert told["event"] == "event_loop_unblocked"
+    assert told["seconds"] >= 3
+    assert told["where"].startswith("unknown")
