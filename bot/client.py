@@ -121,8 +121,9 @@ class MessagesClient:
         head = self._request_head(self._origin, self.authorization())
         try:
             answer = await self._origin.post(head, message.api_json)
-        except TimeoutError:  # an OSError too: first
-            raise TransientApiError(f"no answer within {self.timeout_seconds:g} s") from None
+        except TimeoutError as exc:  # an OSError too: first
+            said = str(exc) or f"no answer within {self.timeout_seconds:g} s"
+            raise TransientApiError(said) from None
         except NoAnswer as exc:  # an OSError too: before the next
             raise TransientApiError(
                 f"no answer: {exc} (the request may have reached the API)"

@@ -9,11 +9,11 @@ closes, keep connections for the next request (at most `limit` of them, each idl
 `keepalive_seconds`), TLS for https, and one deadline for the whole exchange. It never
 sends a request twice: what to do after a failure is the caller's to decide.
 
-Errors: `TimeoutError` past the deadline; `NoAnswer` (a ConnectionError) when the request
-was written but no answer came whole: the connection broke, or brought something that is
-not an answer, so the request may have arrived; any other `OSError` when no connection
-could be made (TLS and name lookup included). A connection whose exchange failed in any
-way is closed, never used again.
+Errors: `TimeoutError` past the deadline (saying so when the request was not written);
+`NoAnswer` (a ConnectionError) when the request was written but no answer came whole: the
+connection broke, or brought something that is not an answer, so the request may have
+arrived; any other `OSError` when no connection could be made (TLS and name lookup
+included). A connection whose exchange failed in any way is closed, never used again.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import httptools
 
 # The API answers with a few hundred bytes; a server sending more is not the API.
 MAX_ANSWER_BYTES = 1 << 20  # said as "1 MiB": logs mask any run of 7 digits as a number
+# As many as the outbox may send at once (store.Places), so that a send never waits for one.
+LIMIT = 256
 # aiohttp's default too: servers drop idle connections after a while, and a request written
 # to one they are dropping fails.
 KEEPALIVE_SECONDS = 15.0
@@ -55,7 +57,7 @@ class Origin:
         url: str,
         *,
         timeout_seconds: float,
-        limit: int = 100,
+        limit: int = LIMIT,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -74,6 +76,7 @@ class Origin:
             self._ssl = ssl_context or ssl.create_default_context()
         self.timeout_seconds = timeout_seconds
         self._keepalive_seconds = keepalive_seconds
+        self.limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []  # the most recently used last: it is taken first
         self._open: set[_Connection] = set()
@@ -104,18 +107,29 @@ class Origin:
         """Send `body` after `head` (from `head()`) and read the answer, all within
         `timeout_seconds`, waiting for a connection included."""
         request = b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body)
-        async with asyncio.timeout(self.timeout_seconds), self._slots:
-            connection = await self._connection()
-            try:
-                answer = await connection.exchange(request)
-            except BaseException:
-                connection.close()  # what it would bring next is unknown
-                raise
-            if connection.reusable and not self._closed:
-                connection.idle_since = time.monotonic()
-                self._idle.append(connection)
-            else:
-                connection.close()
+        waiting_for = "a free connection"  # until the request is written: said if time runs out
+        try:
+            async with asyncio.timeout(self.timeout_seconds), self._slots:
+                waiting_for = "the connection to be made"
+                connection = await self._connection()
+                waiting_for = ""
+                try:
+                    answer = await connection.exchange(request)
+                except BaseException:
+                    connection.close()  # what it would bring next is unknown
+                    raise
+                if connection.reusable and not self._closed:
+                    connection.idle_since = time.monotonic()
+                    self._idle.append(connection)
+                else:
+                    connection.close()
+        except TimeoutError:
+            if waiting_for:
+                raise TimeoutError(
+                    f"not sent: waited {self.timeout_seconds:g} s for {waiting_for} "
+                    f"(at most {self.limit} at once)"
+                ) from None
+            raise
         return answer
 
     async def close(self) -> None:

@@ -295,6 +295,35 @@ async def test_connections_at_once_are_capped_at_the_limit(
     assert server.most_open == 2
 
 
+async def test_a_post_that_found_no_free_connection_in_time_says_it_was_not_sent(
+    raw_server: Callable[[Serve], Awaitable[RawServer]],
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await read_request(reader))[0]:
+            await release.wait()
+            writer.write(ACCEPTED)
+            await writer.drain()
+
+    server = await raw_server(slow)
+    origin = Origin(server.url, timeout_seconds=5, limit=1)
+    head = origin.head("/", HEADERS)
+    first = asyncio.create_task(origin.post(head, b"{}"))
+    await until(lambda: server.connections == 1)
+    origin.timeout_seconds = 0.3  # for the second only: the first keeps its 5 s
+
+    with pytest.raises(TimeoutError) as waited:
+        await origin.post(head, b"{}")
+    release.set()
+    answer = await first
+    await origin.close()
+
+    assert str(waited.value) == "not sent: waited 0.3 s for a free connection (at most 1 at once)"
+    assert answer.status == 202
+    assert server.connections == 1  # the second never had one
+
+
 async def test_an_answer_with_connection_close_is_the_last_on_its_connection(
     raw_server: Callable[[Serve], Awaitable[RawServer]],
 ) -> None:
