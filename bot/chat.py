@@ -35,6 +35,8 @@ async def chat_in_terminal(config_path: Path, members: Sequence[str]) -> int:
             field="--member",
         )
         bot = build_bot(config)
+        for warning in bot.warnings:
+            print(f"warning: {warning}")
         async with running(bot) as runtime:
             session = Session(runtime)
             chat = session.group(*group.members)

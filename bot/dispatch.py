@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -268,6 +269,8 @@ def _not_json(value: object, path: str, within: frozenset[int] = frozenset()) ->
     """Where `value` is not JSON (text keys; str, numbers, bools, None, lists, dicts), and
     why; None when it is. json.dumps would turn a number key into text unasked, and name
     neither the key nor the value it refuses."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path}: {value} is not a JSON number"
     if isinstance(value, str | bool | int | float) or value is None:
         return None
     if not isinstance(value, dict | list | tuple):

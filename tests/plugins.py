@@ -43,6 +43,12 @@ async def date_value(ctx: Context) -> str:
     return "noted"
 
 
+@handler("nan_value")
+async def nan_value(ctx: Context) -> str:
+    ctx.state["total"] = float("nan")  # json.dumps would write NaN, which is not JSON
+    return "noted"
+
+
 @handler("boom")
 async def boom(ctx: Context) -> str:
     raise RuntimeError("handler exploded")

@@ -613,6 +613,26 @@ async def test_chat_lets_one_type_as_any_member_and_shows_what_each_receives(
     assert not (tmp_path / "var" / "groupbot.db").exists()  # a throwaway store, nothing sent
 
 
+async def test_chat_shows_what_check_warns_of(tmp_path: Path) -> None:
+    routes = [
+        *shipped_config()["routes"],
+        {"name": "orders", "keywords": ["cancel"], "template": "hours.txt.j2"},
+    ]
+    config = write_config(tmp_path, {"routes": routes})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "chat", "--config", str(config), "--member", MEMBERS[0],
+        cwd=tmp_path, env=environment(),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+    out, err = await asyncio.wait_for(process.communicate(b"/quit\n"), COMMAND_SECONDS)
+
+    assert process.returncode == 0, err.decode()
+    assert "warning: " in out.decode()
+    assert "keyword 'cancel' is also the carrier keyword 'CANCEL'" in out.decode()
+
+
 def test_run_serves_on_uvloop_where_it_installs() -> None:
     from bot import cli
 

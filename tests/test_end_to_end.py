@@ -226,6 +226,7 @@ async def test_state_that_is_not_json_is_refused_naming_where(start_bot: StartBo
         config_with(
             {"name": "key", "keywords": ["key"], "handler": "number_key"},
             {"name": "date", "keywords": ["date"], "handler": "date_value"},
+            {"name": "nan", "keywords": ["nan"], "handler": "nan_value"},
         )
     )
     by_key = inbound(SEED[0], "key", SEED[1:])
@@ -238,6 +239,11 @@ async def test_state_that_is_not_json_is_refused_naming_where(start_bot: StartBo
     assert await processed(bot, by_value["message_uuid"]) == (
         "failed", "date", "ctx.state['orders'][0]['at']: datetime is not a JSON value "
         "(str, int, float, bool, None, list or dict)",
+    )  # fmt: skip
+    by_nan = inbound(SEED[0], "nan", SEED[1:])
+    await bot.post_inbound(by_nan)
+    assert await processed(bot, by_nan["message_uuid"]) == (
+        "failed", "nan", "ctx.state['total']: nan is not a JSON number"
     )  # fmt: skip
 
 
