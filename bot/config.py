@@ -84,7 +84,9 @@ class BotSettings(_Section):
 class RetrySettings(_Section):
     """How failed sends are retried: exponential backoff with jitter, bounded twice."""
 
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    # None: as many as ttl_seconds leaves room for. An outage of the API is retried through,
+    # every max_delay_seconds at most, for as long as a message may still go.
+    max_attempts: Annotated[int, Field(ge=1)] | None = None
     base_seconds: Annotated[float, Field(gt=0)] = 1.0
     max_delay_seconds: Annotated[float, Field(gt=0)] = 300.0
     ttl_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0

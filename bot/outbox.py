@@ -108,7 +108,7 @@ class OutboxWorker(Worker[OutboxItem]):
             limit,
             time.time(),
             self.lease_seconds,
-            self.policy.max_attempts,
+            self.policy.attempt_limit,
             broadcast_id=self.broadcast_id,
         )
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+# What "no limit" is for the stores' crash-loop check (`attempts >= ?`): an INTEGER column's
+# largest, never reached.
+UNBOUNDED = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
+    max_attempts: int | None = None  # None: bounded by ttl_seconds alone
     base_seconds: float = 1.0
     max_delay_seconds: float = 300.0
     ttl_seconds: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError("RetryPolicy.max_attempts: expected at least 1")
         if not 0 < self.base_seconds <= self.max_delay_seconds:
             raise ValueError("RetryPolicy: expected 0 < base_seconds <= max_delay_seconds")
@@ -36,10 +40,14 @@ class RetryPolicy:
         self, *, attempts: int, created_at: float, now: float, retry_after: float | None = None
     ) -> float | None:
         """When to try again, or None when the attempts or the message's age are used up."""
-        if attempts >= self.max_attempts:
+        if attempts >= self.attempt_limit:
             return None
         at = now + self.delay(attempts, retry_after)
         return at if self.in_time(at, created_at=created_at) else None
+
+    @property
+    def attempt_limit(self) -> int:
+        return UNBOUNDED if self.max_attempts is None else self.max_attempts
 
     def in_time(self, at: float, *, created_at: float) -> bool:
         """Whether a message created at `created_at` may still go at `at` (ttl_seconds)."""

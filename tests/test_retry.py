@@ -150,3 +150,12 @@ def test_retry_after_past_the_ttl_gives_up() -> None:
 def test_invalid_policies_are_refused(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="RetryPolicy"):
         RetryPolicy(**options)  # type: ignore[arg-type]
+
+
+def test_by_default_a_send_is_retried_through_an_outage_until_its_ttl() -> None:
+    # Not given up after a few minutes of 5xx: tried again every max_delay_seconds at most.
+    policy = RetryPolicy()
+    hour_in = policy.next_attempt_at(attempts=40, created_at=0.0, now=3600.0)
+    assert hour_in is not None
+    assert 3600.0 + 150.0 <= hour_in <= 3600.0 + 300.0
+    assert policy.next_attempt_at(attempts=40, created_at=0.0, now=24 * 3600.0) is None
