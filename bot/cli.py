@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import shutil
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -266,7 +267,7 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
         for listening in sockets:
             bound.enter_context(listening)
         bot = build_bot(config)
-        for warning in bot.warnings:
+        for warning in [*bot.warnings, *_simulator_warnings(config, host, os.environ)]:
             log.warning("config_warning", warning=warning)
         where = listen.url(host, sockets[0])
         mode = "web chat at " if config.provider.kind == "simulator" else "webhooks at "
@@ -279,6 +280,27 @@ def _run(config: Config, *, host: str | None, port: int | None) -> int:
         app.on_startup.append(_settle_gc)  # after the bot's own start-up (its cleanup context)
         web.run_app(app, sock=sockets, print=ready, shutdown_timeout=15, loop=_event_loop())
     return 0
+
+
+def _simulator_warnings(config: Config, host: str, environ: Mapping[str, str]) -> list[str]:
+    """What makes a bot on the simulator look like one in production, or open to anyone."""
+    if config.provider.kind != "simulator":
+        return []
+    said = []
+    if vonage := sorted(name for name in environ if name.startswith("VONAGE_")):
+        said.append(
+            f"provider.kind is simulator, though {', '.join(vonage)} "
+            f"{'is' if len(vonage) == 1 else 'are'} set: nothing is sent to Vonage, answers go "
+            "to simulated phones (set provider.kind: vonage; the shipped config reads "
+            "GROUPBOT_PROVIDER)"
+        )
+    if not listen.is_loopback(host):
+        said.append(
+            f"provider.kind is simulator and the bot listens on {host}: the web chat and "
+            "/simulator/*, which show members' numbers and messages and take messages from "
+            "anyone, are open to whoever reaches it"
+        )
+    return said
 
 
 async def _settle_gc(_: object) -> None:

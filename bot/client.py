@@ -43,14 +43,15 @@ JWT_REUSE_SECONDS = 10
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
-def _user_agent() -> str:
+def _version() -> str:
     try:
-        return f"groupbot/{importlib.metadata.version('groupbot')}"
+        return importlib.metadata.version("groupbot")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "groupbot"
+        return "unknown"
 
 
-USER_AGENT = _user_agent()
+VERSION = _version()
+USER_AGENT = "groupbot" if VERSION == "unknown" else f"groupbot/{VERSION}"
 
 log = structlog.get_logger("groupbot.client")
 

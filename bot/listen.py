@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 BACKLOG = 128  # aiohttp's own default
@@ -48,3 +49,13 @@ def url(host: str, listening: socket.socket) -> str:
     address = REACHABLE.get(address, address)
     shown = f"[{address}]" if ":" in address else address
     return f"http://{shown}:{listening.getsockname()[1]}/"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address

@@ -15,6 +15,7 @@ from prometheus_client import (
     Gauge,
     GCCollector,
     Histogram,
+    Info,
     ProcessCollector,
     generate_latest,
 )
@@ -58,6 +59,10 @@ class Metrics:
             "groupbot_webhook_to_last_member_seconds",
             "From a webhook stored to its answer accepted by the API for the last member",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r,
+        )  # fmt: skip
+        self.info = Info(
+            "groupbot", "The running bot: its version and provider (simulator or vonage)",
+            registry=r,
         )  # fmt: skip
         self.queue_depth = Gauge(
             "groupbot_queue_depth", "Items waiting or in progress, by queue", ["queue"], registry=r

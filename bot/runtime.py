@@ -18,7 +18,7 @@ import structlog
 
 from bot import broadcast
 from bot.backlog import Backlog
-from bot.client import MessagesClient, Provider
+from bot.client import VERSION, MessagesClient, Provider
 from bot.context import Reply
 from bot.core import Bot
 from bot.groups import Group
@@ -195,6 +195,7 @@ async def running(
         log.warning("claims_released", count=freed)  # left by a process that was killed
     changes = Changes()
     metrics = Metrics()
+    metrics.info.info({"version": VERSION, "provider": config.provider.kind})
     outbox = outbox_worker(bot, store, provider, on_change=changes.notify, metrics=metrics)
 
     inbox = InboxWorker(

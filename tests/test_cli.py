@@ -22,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.config import parse_config
 from bot.numbers import display
 from tests.cli_support import (
     environment,
@@ -699,3 +700,23 @@ def test_settle_gc_freezes_what_start_up_built_and_raises_the_young_threshold() 
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 10_000  # modules, classes and functions: all kept out of the walk
+
+
+def test_run_warns_of_a_simulator_that_looks_like_production() -> None:
+    from bot import cli
+
+    simulator = parse_config(
+        merge(shipped_config(), {"provider": {"kind": "simulator"}}), root=ROOT
+    )
+    vonage_set = {"VONAGE_APPLICATION_ID": "x", "VONAGE_SIGNATURE_SECRET": "y", "HOME": "/"}
+
+    [vars_set] = cli._simulator_warnings(simulator, "127.0.0.1", vonage_set)
+    [exposed] = cli._simulator_warnings(simulator, "192.0.2.10", {})
+
+    assert vars_set.startswith(
+        "provider.kind is simulator, though VONAGE_APPLICATION_ID, VONAGE_SIGNATURE_SECRET are "
+        "set: nothing is sent to Vonage"
+    )
+    assert exposed.startswith("provider.kind is simulator and the bot listens on 192.0.2.10")
+    assert cli._simulator_warnings(simulator, "localhost", {}) == []
+    assert cli._simulator_warnings(simulator, "::1", {}) == []

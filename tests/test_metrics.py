@@ -77,3 +77,16 @@ async def test_a_handler_timeout_is_counted_as_such(start_bot: StartBot) -> None
     errors = ("groupbot_handler_errors_total", (("kind", "error"), ("route", "slow")))
     assert values[timeouts] == 1.0
     assert errors not in values  # a timeout is not counted as a failure of another kind
+
+
+async def test_the_provider_and_version_are_published(start_bot: StartBot) -> None:
+    # A bot left on the simulator by mistake shows on a dashboard, not only in its first log line.
+    on_vonage = await scrape(await start_bot())
+    on_simulator = await scrape(await start_bot({"provider": {"kind": "simulator"}}))
+
+    [(vonage_labels, one)] = [(k[1], v) for k, v in on_vonage.items() if k[0] == "groupbot_info"]
+    [simulator_labels] = [k[1] for k in on_simulator if k[0] == "groupbot_info"]
+    assert one == 1
+    assert dict(vonage_labels)["provider"] == "vonage"
+    assert dict(simulator_labels)["provider"] == "simulator"
+    assert dict(vonage_labels)["version"] != ""
