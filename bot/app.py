@@ -40,10 +40,18 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     store, now = runtime.store, time.time()
-    oldest = await store.oldest(now)
-    for queue, depth in (await store.depths()).items():
-        runtime.metrics.queue_depth.labels(queue).set(depth)
-        runtime.metrics.oldest_seconds.labels(queue).set(max(0.0, now - oldest.get(queue, now)))
+    try:
+        oldest = await store.oldest(now)
+        depths = await store.depths()
+    except Exception as exc:  # the store away is when the counters matter most: still served
+        log.warning("metrics_store_failed", error=f"{type(exc).__name__}: {exc}")
+        runtime.metrics.store_up.set(0)
+    else:
+        runtime.metrics.store_up.set(1)
+        for queue, depth in depths.items():
+            runtime.metrics.queue_depth.labels(queue).set(depth)
+            age = max(0.0, now - oldest.get(queue, now))
+            runtime.metrics.oldest_seconds.labels(queue).set(age)
     return web.Response(
         body=runtime.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -65,6 +73,7 @@ def create_app(bot: Bot) -> web.Application:
                 number=bot.config.bot.number,
                 provider=bot.config.provider.kind,
                 routes=len(bot.router.routes),
+                queued=await runtime.store.depths(),  # what a last stop left, taken up now
             )
             yield
             log.info("bot_stopping")

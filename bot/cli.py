@@ -31,7 +31,7 @@ from bot.config import (
     load_yaml,
 )
 from bot.core import Bot, build_bot, intent_examples
-from bot.exceptions import ConfigError, InvalidInput
+from bot.exceptions import ConfigError, InvalidInput, StoreUnavailable
 from bot.groups import Group
 from bot.log import configure, log_warnings
 from bot.models import invalid_input, normalize_all
@@ -39,7 +39,7 @@ from bot.numbers import display
 from bot.plugins import load_plugins
 from bot.routing import Explanation
 from bot.runtime import running
-from bot.store import OutboxRecord, open_store
+from bot.store import OutboxRecord, open_store, store_problem
 from bot.wording import counted
 
 log = structlog.get_logger("groupbot")
@@ -114,9 +114,9 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return 0
         if args.command == "run":
             return _run(config, host=args.host, port=args.port)
-        bot = build_bot(config)
         if args.command == "check":
-            return _check(bot)
+            return _check(config)
+        bot = build_bot(config)
         if args.command == "route":
             print(format_explanation(bot, bot.router.explain(args.text)))
             return 0
@@ -137,6 +137,9 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except InvalidInput as exc:
         print(f"groupbot {args.command}: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        print(f"groupbot {args.command}: {exc}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command!r}")
     return 2  # pragma: no cover - parser.error exits
 
@@ -340,8 +343,14 @@ def _building_problems(config: Config) -> list[str]:
     return []
 
 
-def _check(bot: Bot) -> int:
-    config = bot.config
+def _check(config: Config) -> int:
+    """Everything `run` would refuse, at once: the config built, and the store reached."""
+    problems = _building_problems(config)
+    if problem := asyncio.run(store_problem(config.storage.url, root=config.root)):
+        problems.append(f"{config.source}: {problem}")
+    if problems:
+        raise ConfigError(problems)
+    bot = build_bot(config)
     print(
         f"{config.source}: OK: {counted(len(bot.router.routes), 'route')}, "
         f"{counted(len(bot.registry.by_name), 'handler')} from "

@@ -198,6 +198,16 @@ def _seconds(value: str | None) -> float | None:
     return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
+def credential_problems(settings: ProviderSettings, root: Path) -> list[str]:
+    """What is wrong with the provider's credentials (the private key read and parsed), as
+    `groupbot check` reports it, rather than at the first send."""
+    try:
+        MessagesClient(settings, root=root)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
 def _load_private_key(value: str, root: Path) -> RSAPrivateKey:
     if value.lstrip().startswith("-----BEGIN"):
         pem = value.encode()

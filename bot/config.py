@@ -59,6 +59,7 @@ def load_yaml(stream: Any) -> Any:
 SECRET_KEYS = frozenset({"private_key", "api_secret", "signature_secret", "api_token"})
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_BARE_VARIABLE = re.compile(r"\$(?P<name>[A-Z_][A-Z0-9_]*)")  # the whole value: $NAME
 
 
 class _Section(BaseModel):
@@ -221,11 +222,16 @@ class StorageSettings(_Section):
     @property
     def shown_url(self) -> str:
         """The URL with its password (if any) hidden, for output and logs."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        return without_password(self.url)
+
+
+def without_password(url: str) -> str:
+    """`url` with its password (if any) hidden, for output and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class LogSettings(_Section):
@@ -400,6 +406,14 @@ def _without(data: Any, paths: list[tuple[Any, ...]]) -> Any:
 
 def _interpolate(value: Any, where: str, problems: list[str], source: str) -> Any:
     if isinstance(value, str):
+        if bare := _BARE_VARIABLE.fullmatch(value):
+            # A shell's $NAME, taken literally here: a token of "$GROUPBOT_API_TOKEN" would be
+            # accepted as that very string.
+            name = bare["name"]
+            problems.append(
+                f"{source}: {where}: {value!r} is not read from the environment: write ${{{name}}}"
+            )
+            return value
 
         def replace(found: re.Match[str]) -> str:
             name, default = found["name"], found["default"]

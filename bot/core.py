@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.client import credential_problems
 from bot.compliance import TEMPLATE_VARIABLES as COMPLIANCE_VARIABLES
 from bot.config import Config, RouteSettings
 from bot.context import TEMPLATE_VARIABLES
@@ -20,6 +21,8 @@ from bot.exceptions import ConfigError
 from bot.plugins import Handler, Registry, load_plugins
 from bot.routing import Route, Router, words
 from bot.templates import Templates
+
+MIN_TOKEN_LENGTH = 16  # for the admin API's bearer token: under it, a warning
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,12 @@ def build_bot(config: Config) -> Bot:
             where = f"{source}: compliance.{key}"
             _check_template(name, COMPLIANCE_VARIABLES, where, templates, problems)
     warnings: list[str] = []
+    token = config.server.api_token.get_secret_value()
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        warnings.append(
+            f"{source}: server.api_token: {len(token)} characters, few enough to guess; "
+            f"use {MIN_TOKEN_LENGTH} or more (openssl rand -hex 24)"
+        )
     for keyword in compliance.stop_words + compliance.start_words + compliance.help_words:
         if words(keyword) in keywords:
             # Not an error: the route still answers the word within a longer message.
@@ -143,6 +152,9 @@ def build_bot(config: Config) -> Bot:
                 "answered as such before any route; this one answers it only within a longer "
                 "message"
             )
+
+    if config.provider.kind == "vonage":  # the key read now, not at the first send
+        problems.extend(f"{source}: {p}" for p in credential_problems(config.provider, config.root))
 
     if problems:
         raise ConfigError(problems)

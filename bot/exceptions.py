@@ -52,6 +52,10 @@ class InvalidNumber(InvalidInput):
     """A phone number that cannot be read as E.164 digits."""
 
 
+class StoreUnavailable(GroupbotError):
+    """The store could not be opened (reached, created or upgraded)."""
+
+
 class TemplateError(GroupbotError):
     """A template is missing, or raised while rendering."""
 

@@ -65,6 +65,34 @@ def log_warnings() -> None:
     warnings.showwarning = show
 
 
+class _ToStructlog(logging.Handler):
+    """Libraries' log records (asyncpg's, aiohttp's "Error handling request") as groupbot's
+    own lines: JSON, numbers masked, their traceback in `exception`, rather than plain text
+    among the JSON lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = structlog.get_logger(record.name)
+        extra: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            extra["exc_info"] = record.exc_info
+        level = record.levelname.lower()
+        say = getattr(logger, level if level in _LEVELS else "warning")
+        say(record.getMessage(), **extra)
+
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+_HANDLER = _ToStructlog()
+
+
+def _route_stdlib_logging(level: str) -> None:
+    root = logging.getLogger()
+    if _HANDLER not in root.handlers:
+        root.addHandler(_HANDLER)
+    root.setLevel(level.upper())
+    # Each request's access line: groupbot's own lines already tell what a webhook became.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def configure(settings: LogSettings, *, final: bool = False) -> None:
     """Set up structlog from `settings`. `final`: this process configures logging once
     (`groupbot run`), so each logger may keep what it was bound to on first use instead of
@@ -102,3 +130,4 @@ def configure(settings: LogSettings, *, final: bool = False) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=final,
     )
+    _route_stdlib_logging(settings.level)

@@ -64,6 +64,10 @@ class Metrics:
             "groupbot", "The running bot: its version and provider (simulator or vonage)",
             registry=r,
         )  # fmt: skip
+        self.store_up = Gauge(
+            "groupbot_store_up", "1 if the store answered this scrape's queue counts, else 0",
+            registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge(
             "groupbot_queue_depth", "Items waiting or in progress, by queue", ["queue"], registry=r
         )

@@ -237,10 +237,21 @@ async def running(
             yield runtime
         finally:
             await runtime.stop()
+            await _log_left(store)
             await provider.close()
             await store.close()
     finally:
         watchdog.stop()
+
+
+async def _log_left(store: Store) -> None:
+    """Say what stays queued for the next start (or another process of the fleet)."""
+    try:
+        left = await store.depths()
+    except Exception as exc:  # the store may be what failed
+        log.warning("bot_stopped", left="unknown", error=f"{type(exc).__name__}: {exc}")
+        return
+    log.info("bot_stopped", left=left)
 
 
 async def _sweep_orphans(store: Store, inbox: InboxWorker, outbox: OutboxWorker) -> None:

@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from tests.conftest import (
     shipped_config,
 )
 from tests.fakes import FakeMessagesApi
+from tests.postgres import TemporaryPostgres
 
 MEMBERS = ["11234567891", "11234567892", "11234567893"]
 COMMAND_SECONDS = 60.0
@@ -99,14 +101,17 @@ async def test_check_accepts_the_shipped_config(tmp_path: Path) -> None:
     assert result.err == ""  # no log lines beside the answer (the intents trained, say)
 
 
-async def test_check_shows_the_database_url_without_its_password(tmp_path: Path) -> None:
-    url = "postgresql://bot:s3cret-pw@db.example.com:5432/groupbot"
+async def test_check_shows_the_database_url_without_its_password(
+    tmp_path: Path, postgres: TemporaryPostgres
+) -> None:
+    # The test server trusts loopback: the password is only there to be hidden.
+    url = postgres.create_database().replace("postgres@", "postgres:s3cret-pw@", 1)
     config = write_config(tmp_path, {"storage": {"url": url}})
 
     result = await groupbot("check", "--config", config, cwd=tmp_path)
 
     assert result.code == 0, result.err
-    assert "store postgresql://bot:***@db.example.com:5432/groupbot" in result.out
+    assert f"store {url.replace('s3cret-pw', '***')}" in result.out
     assert "s3cret-pw" not in result.out + result.err
 
 
@@ -487,6 +492,8 @@ async def test_run_logs_json_with_context_and_masked_numbers(
     routed = by_name["route_matched"]
     assert (routed["message_uuid"], routed["route"]) == (webhook["message_uuid"], "ticket")
     assert by_name["inbound_processed"]["queued"] == 3
+    assert by_name["bot_started"]["queued"] == {"inbox": 0, "outbox": 0}  # a new store
+    assert by_name["bot_stopped"]["left"] == {"inbox": 0, "outbox": 0}  # all sent
     assert [e["to"] for e in events if e["event"] == "sent"].count("•••••••7891") == 1
     for number in [*MEMBERS, BOT_NUMBER]:
         assert number not in text  # masked everywhere, kept to the last four digits
@@ -720,3 +727,46 @@ def test_run_warns_of_a_simulator_that_looks_like_production() -> None:
     assert exposed.startswith("provider.kind is simulator and the bot listens on 192.0.2.10")
     assert cli._simulator_warnings(simulator, "localhost", {}) == []
     assert cli._simulator_warnings(simulator, "::1", {}) == []
+
+
+async def test_a_store_that_cannot_be_opened_is_said_in_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = write_config(
+        tmp_path, {"storage": {"url": f"postgresql://bot:hunter2@127.0.0.1:{port}/gb"}}
+    )
+
+    result = await groupbot("status", "--config", config, str(uuid.uuid4()), cwd=tmp_path)
+
+    assert result.code == 1
+    [line] = result.err.splitlines()  # not a driver's traceback
+    assert line.startswith(
+        f"groupbot status: cannot open the store postgresql://bot:***@127.0.0.1:{port}/gb: "
+        "ConnectionRefusedError"
+    )
+
+
+async def test_check_tries_the_store_and_the_private_key_as_run_would(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = write_config(
+        tmp_path,
+        {
+            "storage": {"url": f"postgresql://bot:hunter2@127.0.0.1:{port}/gb"},
+            "provider": {
+                "kind": "vonage",
+                "application_id": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+                "private_key": "keys/none.key",
+                "signature_secret": SIGNATURE_SECRET,
+            },
+        },
+    )
+
+    result = await groupbot("check", "--config", config, cwd=tmp_path)
+
+    assert result.code == 1
+    assert "OK" not in result.out
+    assert f"provider.private_key: cannot read {tmp_path / 'keys' / 'none.key'}" in result.err
+    assert (
+        f"storage.url: cannot connect to postgresql://bot:***@127.0.0.1:{port}/gb: "
+        "ConnectionRefusedError"
+    ) in result.err
+    assert "hunter2" not in result.err

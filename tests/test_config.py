@@ -576,3 +576,14 @@ def test_the_bot_number_must_reach_group_mms() -> None:
         f"{SOURCE}: bot.number: expected a US or Canadian number (+1): group MMS reaches only "
         "those, got 447700900000"
     ]
+
+
+def test_a_bare_dollar_variable_is_refused_with_how_to_write_it() -> None:
+    # Taken literally it would be accepted: a bearer token of "$GROUPBOT_API_TOKEN".
+    assert problems_of(with_(server={"api_token": "$GROUPBOT_API_TOKEN"})) == [
+        f"{SOURCE}: server.api_token: '$GROUPBOT_API_TOKEN' is not read from the environment: "
+        "write ${GROUPBOT_API_TOKEN}"
+    ]
+    # A dollar inside a value is the value's own.
+    named = parse(with_(compliance={"business_name": "Fix-It $5 Repairs"}))
+    assert named.compliance.business_name == "Fix-It $5 Repairs"

@@ -532,3 +532,11 @@ def test_config_error_str_lists_the_problems_one_a_line() -> None:
         build_bot(config)
     assert str(caught.value).splitlines() == caught.value.problems
     assert len(caught.value.problems) == 2
+
+
+def test_a_short_api_token_is_a_warning() -> None:
+    assert build_bot(config_with(server={"api_token": "short"})).warnings == (
+        f"{SOURCE}: server.api_token: 5 characters, few enough to guess; use 16 or more "
+        "(openssl rand -hex 24)",
+    )
+    assert build_bot(config_with(server={"api_token": "x" * 16})).warnings == ()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import warnings
 
 import pytest
 import structlog
 
+import bot.log
 from bot.config import LogSettings
 from bot.log import configure, log_warnings, mask_numbers
 
@@ -113,3 +115,27 @@ def test_python_warnings_become_log_lines(monkeypatch: pytest.MonkeyPatch) -> No
             "at": "/srv/x.py:7",
         }
     ]
+
+
+def test_a_librarys_log_records_become_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    configure(LogSettings(format="json", level="info"))
+    try:
+        try:
+            raise ConnectionRefusedError("connect call failed for 14155550123")
+        except ConnectionRefusedError:
+            logging.getLogger("asyncpg.pool").warning(
+                "Failed to restore %s", "a connection", exc_info=True
+            )
+        logging.getLogger("aiohttp.access").info("GET / 200")  # each request: not logged
+    finally:  # the configuration is global: leave none behind
+        structlog.reset_defaults()
+        logging.getLogger().removeHandler(bot.log._HANDLER)
+    lines = capsys.readouterr().err.splitlines()
+
+    [line] = lines  # one line, the traceback inside it
+    event = json.loads(line)
+    assert (event["event"], event["logger"], event["level"]) == (
+        "Failed to restore a connection", "asyncpg.pool", "warning"
+    )  # fmt: skip
+    assert "ConnectionRefusedError" in event["exception"]
+    assert "14155550123" not in line  # masked like groupbot's own

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.client import VERSION
 from tests import plugins
 from tests.conftest import Harness, eventually, inbound
 from tests.test_end_to_end import config_with
@@ -90,3 +91,14 @@ async def test_the_provider_and_version_are_published(start_bot: StartBot) -> No
     assert dict(vonage_labels)["provider"] == "vonage"
     assert dict(simulator_labels)["provider"] == "simulator"
     assert dict(vonage_labels)["version"] != ""
+
+
+async def test_metrics_are_served_while_the_store_is_away(start_bot: StartBot) -> None:
+    bot = await start_bot()
+    assert (await scrape(bot))[("groupbot_store_up", ())] == 1
+
+    await bot.runtime.store.close()  # as good as a database that stopped answering
+    values = await scrape(bot)  # 200 all the same: the counters matter most now
+
+    assert values[("groupbot_store_up", ())] == 0
+    assert ("groupbot_info", (("provider", "vonage"), ("version", VERSION))) in values

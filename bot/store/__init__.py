@@ -7,14 +7,18 @@ either all of it or none of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from bot.exceptions import LeaseLost
+from bot.config import without_password
+from bot.exceptions import LeaseLost, StoreUnavailable
 from bot.models import InboundMessage, MessageStatus, OutboundMessage
+
+PROBE_SECONDS = 5.0  # how long `check` waits for PostgreSQL to answer
 
 __all__ = [
     "Accepted",
@@ -351,19 +355,55 @@ class Store(Protocol):
         ...
 
 
+async def store_problem(url: str, *, root: Path) -> str | None:
+    """Why the store at `url` could not be opened, without opening it (no file made, no
+    migration run): for `groupbot check`. None when it looks reachable."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path = path if path.is_absolute() else root / path
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
+            return f"storage.url: {existing} is not writable"
+        return None
+    try:
+        import asyncpg
+    except ImportError:
+        return "storage.url: PostgreSQL needs asyncpg: pip install 'groupbot[postgres]'"
+    try:
+        connection = await asyncpg.connect(url, timeout=PROBE_SECONDS)
+    except Exception as exc:  # whatever the driver raises, said in one line
+        return (
+            f"storage.url: cannot connect to {without_password(url)}: {type(exc).__name__}: {exc}"
+        )
+    await connection.close()
+    return None
+
+
 async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
-    """Open (and create or upgrade) the store at `url`, relative paths against `root`."""
+    """Open (and create or upgrade) the store at `url`, relative paths against `root`;
+    StoreUnavailable, naming it (its password hidden), when that fails."""
     if url.startswith("sqlite:///"):
         from bot.store.sqlite import SqliteStore
 
         path = Path(url.removeprefix("sqlite:///"))
-        return await SqliteStore.open(path if path.is_absolute() else root / path)
-    if url.startswith(("postgresql://", "postgres://")):
+        opening: Coroutine[Any, Any, Store] = SqliteStore.open(
+            path if path.is_absolute() else root / path
+        )
+    elif url.startswith(("postgresql://", "postgres://")):
         try:
             from bot.store.postgres import PostgresStore
         except ImportError as exc:  # asyncpg is an extra
             raise ValueError(
                 "storage.url: PostgreSQL needs asyncpg: pip install 'groupbot[postgres]'"
             ) from exc
-        return await PostgresStore.open(url, pool_size=pool_size)
-    raise ValueError("storage.url: unsupported scheme; expected sqlite:///PATH or postgresql://...")
+        opening = PostgresStore.open(url, pool_size=pool_size)
+    else:
+        raise ValueError(
+            "storage.url: unsupported scheme; expected sqlite:///PATH or postgresql://..."
+        )
+    try:
+        return await opening
+    except Exception as exc:  # whatever the driver raises: said in one line, with its cause
+        raise StoreUnavailable(
+            f"cannot open the store {without_password(url)}: {type(exc).__name__}: {exc}"
+        ) from exc
