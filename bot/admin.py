@@ -6,7 +6,9 @@ while no token is configured.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 from typing import Any
 
 import structlog
@@ -19,6 +21,7 @@ from bot.exceptions import HandlerError, InvalidInput
 from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
 from bot.models import MediaKind, Number, invalid_input
+from bot.runtime import Runtime
 
 log = structlog.get_logger("groupbot.admin")
 
@@ -28,6 +31,15 @@ class MediaBody(BaseModel):
     kind: MediaKind
     url: str
     caption: str | None = None
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+async def _queued(runtime: Runtime, broadcast_id: str) -> list[dict[str, object]]:
+    records = await runtime.store.broadcast(broadcast_id)
+    return [{"id": r.id, "to": r.recipient, "state": r.state} for r in records]
 
 
 class SendRequest(BaseModel):
@@ -76,15 +88,27 @@ async def send_message(request: web.Request) -> web.Response:
         return invalid(InvalidInput("media", str(exc)))
     except InvalidInput as exc:
         return invalid(exc)
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _KEY.fullmatch(key):
+        return invalid(InvalidInput(IDEMPOTENCY_KEY, "expected 1 to 255 printable characters"))
+    # A key names one broadcast: a retry of a request whose answer was lost finds it queued
+    # and gets it back, instead of queueing it again (the store's unique index decides races).
+    broadcast_id = f"key-{hashlib.sha256(key.encode()).hexdigest()[:32]}" if key else None
+    if broadcast_id is not None and (earlier := await _queued(runtime, broadcast_id)):
+        log.info("broadcast_repeated", broadcast=broadcast_id)
+        return web.json_response(
+            {"broadcast_id": broadcast_id, "group": group.key, "messages": earlier,
+             "duplicate": True},
+            status=200,
+        )  # fmt: skip
     try:
-        broadcast_id = await runtime.send(reply, group)
+        broadcast_id = await runtime.send(reply, group, broadcast_id=broadcast_id)
     except Exception:
         log.exception("admin_send_failed")
         return problem(503, "Store unavailable", "the broadcast was not queued; retry later")
     answer: dict[str, object] = {"broadcast_id": broadcast_id, "group": group.key}
     try:  # queued is queued: a failing read-back must not invite a retry that doubles it
-        records = await runtime.store.broadcast(broadcast_id)
-        answer["messages"] = [{"id": r.id, "to": r.recipient, "state": r.state} for r in records]
+        answer["messages"] = await _queued(runtime, broadcast_id)
     except Exception:
         log.exception("admin_readback_failed")
     return web.json_response(answer, status=202)

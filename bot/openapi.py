@@ -118,8 +118,18 @@ def document(*, simulator: bool) -> dict[str, Any]:
             "post": {
                 "summary": "Start a group conversation: one message per member",
                 "security": [{"apiToken": []}],
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "Names the broadcast: a retry with it gets the first back",
+                        "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                    }
+                ],
                 "requestBody": body(SendRequest),
                 "responses": {
+                    "200": _json("Queued before under this Idempotency-Key: not queued again"),
                     "202": _json("Queued, one message per member"),
                     "400": _problem("A field is not what was expected; `field` names it"),
                     "401": _problem("No bearer token, or not server.api_token"),

@@ -89,10 +89,10 @@ class Runtime:
         await self.inbox.stop(grace_seconds)
         await self.outbox.stop(grace_seconds)
 
-    async def send(self, reply: Reply, group: Group) -> str:
-        """Queue a broadcast to `group`; return its id."""
+    async def send(self, reply: Reply, group: Group, *, broadcast_id: str | None = None) -> str:
+        """Queue a broadcast to `group` (under `broadcast_id`, or a new one); return its id."""
         config = self.bot.config
-        broadcast_id = f"b-{uuid.uuid4()}"
+        broadcast_id = broadcast_id or f"b-{uuid.uuid4()}"
         messages = broadcast.plan(
             reply,
             group,

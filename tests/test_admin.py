@@ -135,3 +135,28 @@ async def test_an_oversized_request_is_413_as_a_problem(start_bot: StartBot) -> 
     assert response.status == 413
     assert response.content_type == "application/problem+json"
     assert outbound_rows(bot) == 0
+
+
+async def test_a_retry_with_the_same_idempotency_key_is_not_queued_again(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot()
+    keyed = {**AUTH, "Idempotency-Key": "order-1042-welcome"}
+    body = {"to": SEED, "text": "Welcome aboard"}
+
+    first = await bot.client.post("/api/messages", json=body, headers=keyed)
+    again = await bot.client.post("/api/messages", json=body, headers=keyed)  # answer "lost"
+    other = await bot.client.post(
+        "/api/messages", json=body, headers={**AUTH, "Idempotency-Key": "order-1043-welcome"}
+    )
+    bad = await bot.client.post("/api/messages", json=body, headers={**AUTH, "Idempotency-Key": ""})
+
+    assert (first.status, again.status, other.status, bad.status) == (202, 200, 202, 400)
+    queued, repeated = await first.json(), await again.json()
+    assert repeated["broadcast_id"] == queued["broadcast_id"]
+    assert repeated["duplicate"] is True
+    assert [m["to"] for m in repeated["messages"]] == SEED
+    assert (await bad.json())["field"] == "Idempotency-Key"
+    accepted = await bot.api.wait_for_accepted(6)  # the first and the other, once each
+    assert sorted(str(r.body["to"]) for r in accepted) == sorted(SEED * 2)
+    assert outbound_rows(bot) == 6
