@@ -23,6 +23,7 @@ from bot.routing import Route, Router, words
 from bot.templates import Templates
 
 MIN_TOKEN_LENGTH = 16  # for the admin API's bearer token: under it, a warning
+MIN_SECRET_BYTES = 32  # for the webhook signature secret, as Vonage recommends
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,12 @@ def build_bot(config: Config) -> Bot:
             where = f"{source}: compliance.{key}"
             _check_template(name, COMPLIANCE_VARIABLES, where, templates, problems)
     warnings: list[str] = []
+    secret = config.provider.signature_secret.get_secret_value()
+    if config.provider.verify_signatures and secret and len(secret.encode()) < MIN_SECRET_BYTES:
+        warnings.append(
+            f"{source}: provider.signature_secret: {len(secret.encode())} bytes; Vonage "
+            f"recommends {MIN_SECRET_BYTES} or more for an HS256 key (its dashboard's settings)"
+        )
     token = config.server.api_token.get_secret_value()
     if token and len(token) < MIN_TOKEN_LENGTH:
         warnings.append(

@@ -540,3 +540,12 @@ def test_a_short_api_token_is_a_warning() -> None:
         "(openssl rand -hex 24)",
     )
     assert build_bot(config_with(server={"api_token": "x" * 16})).warnings == ()
+
+
+def test_a_short_signature_secret_is_a_warning_at_start() -> None:
+    # Said when the bot starts, not by PyJWT at the first webhook.
+    warned = build_bot(config_with(provider={"signature_secret": "s" * 20})).warnings
+    assert warned == (
+        f"{SOURCE}: provider.signature_secret: 20 bytes; Vonage recommends 32 or more for an "
+        "HS256 key (its dashboard's settings)",
+    )
