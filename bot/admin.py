@@ -15,8 +15,9 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot import broadcast
 from bot.compose import compose
-from bot.context import Media
+from bot.context import Media, Reply
 from bot.exceptions import HandlerError, InvalidInput
 from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
@@ -35,6 +36,31 @@ class MediaBody(BaseModel):
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+async def _repeated(
+    runtime: Runtime, broadcast_id: str, reply: Reply, group: Group
+) -> web.Response | None:
+    """The answer to a request whose Idempotency-Key named a broadcast queued before: 200
+    with it if this request asks the same (recipients and message), 422 if not; None when
+    nothing was queued under the key."""
+    earlier = await runtime.store.broadcast(broadcast_id)
+    if not earlier:
+        return None
+    planned = {
+        m.to: m.summary()
+        for m in broadcast.plan(reply, group, bot_number=runtime.bot.config.bot.number)
+    }
+    if any(planned.get(r.recipient) != r.text for r in earlier):
+        return problem(
+            422, "Idempotency-Key reused",
+            f"{IDEMPOTENCY_KEY} was used for another request (other members or message)",
+            field=IDEMPOTENCY_KEY,
+        )  # fmt: skip
+    log.info("broadcast_repeated", broadcast=broadcast_id)
+    messages = [{"id": r.id, "to": r.recipient, "state": r.state} for r in earlier]
+    answer = {"broadcast_id": broadcast_id, "group": group.key, "messages": messages}
+    return web.json_response({**answer, "duplicate": True}, status=200)
 
 
 async def _queued(runtime: Runtime, broadcast_id: str) -> list[dict[str, object]]:
@@ -94,16 +120,19 @@ async def send_message(request: web.Request) -> web.Response:
     # A key names one broadcast: a retry of a request whose answer was lost finds it queued
     # and gets it back, instead of queueing it again (the store's unique index decides races).
     broadcast_id = f"key-{hashlib.sha256(key.encode()).hexdigest()[:32]}" if key else None
-    if broadcast_id is not None and (earlier := await _queued(runtime, broadcast_id)):
-        log.info("broadcast_repeated", broadcast=broadcast_id)
-        return web.json_response(
-            {"broadcast_id": broadcast_id, "group": group.key, "messages": earlier,
-             "duplicate": True},
-            status=200,
-        )  # fmt: skip
+    if broadcast_id is not None and (
+        repeated := await _repeated(runtime, broadcast_id, reply, group)
+    ):
+        return repeated
     try:
         broadcast_id = await runtime.send(reply, group, broadcast_id=broadcast_id)
     except Exception:
+        # The same key sent twice at once: the store's unique index let one in, this one
+        # finds it queued. Else the store failed, and nothing was queued.
+        if broadcast_id is not None and (
+            repeated := await _repeated(runtime, broadcast_id, reply, group)
+        ):
+            return repeated
         log.exception("admin_send_failed")
         return problem(503, "Store unavailable", "the broadcast was not queued; retry later")
     answer: dict[str, object] = {"broadcast_id": broadcast_id, "group": group.key}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,8 @@ from bot.runtime import running
 from bot.simulator import web as simulator_web
 
 log = structlog.get_logger("groupbot.app")
+
+STORE_WAIT_SECONDS = 5.0  # for the queue counts a scrape reads: a scrape must not hang
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -41,8 +44,9 @@ async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     store, now = runtime.store, time.time()
     try:
-        oldest = await store.oldest(now)
-        depths = await store.depths()
+        async with asyncio.timeout(STORE_WAIT_SECONDS):  # a database that stopped answering
+            oldest = await store.oldest(now)
+            depths = await store.depths()
     except Exception as exc:  # the store away is when the counters matter most: still served
         log.warning("metrics_store_failed", error=f"{type(exc).__name__}: {exc}")
         runtime.metrics.store_up.set(0)

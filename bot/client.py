@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import structlog
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import ValidationError
@@ -221,7 +222,11 @@ def _load_private_key(value: str, root: Path) -> RSAPrivateKey:
             ) from None
     try:
         key = load_pem_private_key(pem, password=None)
-    except ValueError as exc:
+    except TypeError:  # cryptography's way of saying it needs a password
+        raise ConfigError(
+            ["provider.private_key: the key is encrypted; give it unencrypted (openssl rsa)"]
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise ConfigError([f"provider.private_key: not a PEM private key: {exc}"]) from None
     if not isinstance(key, RSAPrivateKey):
         raise ConfigError(["provider.private_key: expected an RSA key (the JWT is RS256)"])

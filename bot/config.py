@@ -14,7 +14,7 @@ import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -30,6 +30,7 @@ from pydantic import (
 from bot.exceptions import ConfigError, InvalidNumber
 from bot.models import field_path
 from bot.numbers import normalize, only_north_american, reaches_by_mms
+from bot.retry import UNBOUNDED
 
 DEFAULT_CONFIG = "config.yaml"
 ENV_CONFIG = "GROUPBOT_CONFIG"
@@ -60,6 +61,9 @@ SECRET_KEYS = frozenset({"private_key", "api_secret", "signature_secret", "api_t
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _BARE_VARIABLE = re.compile(r"\$(?P<name>[A-Z_][A-Z0-9_]*)")  # the whole value: $NAME
+# Keys whose values come from the environment as a rule, where $NAME is a shell's habit (a
+# keyword or a business name may well be "$TSLA").
+_FROM_ENVIRONMENT = SECRET_KEYS | {"application_id", "api_key", "api_url", "url", "number", "kind"}
 
 
 class _Section(BaseModel):
@@ -87,7 +91,7 @@ class RetrySettings(_Section):
 
     # None: as many as ttl_seconds leaves room for. An outage of the API is retried through,
     # every max_delay_seconds at most, for as long as a message may still go.
-    max_attempts: Annotated[int, Field(ge=1)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=UNBOUNDED)] | None = None
     base_seconds: Annotated[float, Field(gt=0)] = 1.0
     max_delay_seconds: Annotated[float, Field(gt=0)] = 300.0
     ttl_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0
@@ -226,12 +230,20 @@ class StorageSettings(_Section):
 
 
 def without_password(url: str) -> str:
-    """`url` with its password (if any) hidden, for output and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """`url` with its password hidden, for output and logs: in its user part, or as a
+    `password=` parameter (which PostgreSQL's drivers take too)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # does not parse (a bracket left open): nothing of it is shown
+        return f"{url.partition('://')[0]}://(a URL that does not parse)"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if password is None and not any(name.lower() == "password" for name, _ in query):
+        return url  # as written (urlunsplit would turn sqlite:///x into sqlite:/x)
+    if password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1))
+    hidden = [(name, "***" if name.lower() == "password" else value) for name, value in query]
+    return urlunsplit(parts._replace(query=urlencode(hidden, safe="*")))
 
 
 class LogSettings(_Section):
@@ -406,7 +418,9 @@ def _without(data: Any, paths: list[tuple[Any, ...]]) -> Any:
 
 def _interpolate(value: Any, where: str, problems: list[str], source: str) -> Any:
     if isinstance(value, str):
-        if bare := _BARE_VARIABLE.fullmatch(value):
+        if where.rpartition(".")[2] in _FROM_ENVIRONMENT and (
+            bare := _BARE_VARIABLE.fullmatch(value)
+        ):
             # A shell's $NAME, taken literally here: a token of "$GROUPBOT_API_TOKEN" would be
             # accepted as that very string.
             name = bare["name"]

@@ -71,13 +71,16 @@ class _ToStructlog(logging.Handler):
     among the JSON lines."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        logger = structlog.get_logger(record.name)
-        extra: dict[str, Any] = {"logger": record.name}
-        if record.exc_info:
-            extra["exc_info"] = record.exc_info
-        level = record.levelname.lower()
-        say = getattr(logger, level if level in _LEVELS else "warning")
-        say(record.getMessage(), **extra)
+        try:
+            logger = structlog.get_logger(record.name)
+            extra: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                extra["exc_info"] = record.exc_info
+            level = record.levelname.lower()
+            say = getattr(logger, level if level in _LEVELS else "warning")
+            say(record.getMessage(), **extra)
+        except Exception:  # a bad record or a broken stderr: never the caller's problem
+            self.handleError(record)
 
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -134,6 +134,7 @@ def document(*, simulator: bool) -> dict[str, Any]:
                     "400": _problem("A field is not what was expected; `field` names it"),
                     "401": _problem("No bearer token, or not server.api_token"),
                     "403": _problem("The admin API is off: server.api_token is not set"),
+                    "422": _problem("The Idempotency-Key was used for another request"),
                     "413": _problem("The body is larger than server.max_body_bytes"),
                     "503": _problem("The store could not take the broadcast"),
                 },

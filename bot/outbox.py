@@ -104,12 +104,14 @@ class OutboxWorker(Worker[OutboxItem]):
         return super().taking()
 
     async def _claim(self, limit: int) -> list[OutboxItem]:
+        now = time.time()
         return await self.store.claim_outbound(
             limit,
-            time.time(),
+            now,
             self.lease_seconds,
             self.policy.attempt_limit,
             broadcast_id=self.broadcast_id,
+            created_before=now - self.policy.ttl_seconds,
         )
 
     async def idle_seconds(self) -> float:
@@ -133,6 +135,9 @@ class OutboxWorker(Worker[OutboxItem]):
             if time.time() < self._paused_until:
                 # A 429 came back while this one waited: it goes when the pause is over.
                 await self._hold_back(item, "held back by a 429", self._paused_until)
+            elif not self.policy.in_time(time.time(), created_at=item.created_at):
+                # Taken up again after its process died mid-attempt, but too old to go now.
+                await self._hold_back(item, "its last attempt did not finish", time.time())
             else:
                 await self._send(item)
         except LeaseLost:

@@ -247,7 +247,8 @@ async def running(
 async def _log_left(store: Store) -> None:
     """Say what stays queued for the next start (or another process of the fleet)."""
     try:
-        left = await store.depths()
+        async with asyncio.timeout(5.0):  # a database that stopped answering: not for ever
+            left = await store.depths()
     except Exception as exc:  # the store may be what failed
         log.warning("bot_stopped", left="unknown", error=f"{type(exc).__name__}: {exc}")
         return

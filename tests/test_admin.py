@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -160,3 +161,34 @@ async def test_a_retry_with_the_same_idempotency_key_is_not_queued_again(
     accepted = await bot.api.wait_for_accepted(6)  # the first and the other, once each
     assert sorted(str(r.body["to"]) for r in accepted) == sorted(SEED * 2)
     assert outbound_rows(bot) == 6
+
+
+async def test_an_idempotency_key_used_for_another_request_is_422(start_bot: StartBot) -> None:
+    bot = await start_bot()
+    keyed = {**AUTH, "Idempotency-Key": "daily"}
+    monday = await bot.client.post(
+        "/api/messages", json={"to": SEED, "text": "Monday"}, headers=keyed
+    )
+    tuesday = await bot.client.post(
+        "/api/messages", json={"to": SEED[:2], "text": "Tuesday"}, headers=keyed
+    )
+
+    assert (monday.status, tuesday.status) == (202, 422)
+    assert (await tuesday.json())["field"] == "Idempotency-Key"
+    assert outbound_rows(bot) == 3  # Monday's, and nothing of Tuesday's
+
+
+async def test_the_same_idempotency_key_at_once_queues_one_broadcast(start_bot: StartBot) -> None:
+    bot = await start_bot()
+    keyed = {**AUTH, "Idempotency-Key": "burst-7"}
+    body = {"to": SEED, "text": "Once"}
+
+    answers = await asyncio.gather(
+        *(bot.client.post("/api/messages", json=body, headers=keyed) for _ in range(4))
+    )
+
+    # One queued it; the others were told so, not told to retry what was done.
+    assert sorted(a.status for a in answers) == [200, 200, 200, 202]
+    ids = {(await a.json())["broadcast_id"] for a in answers}
+    assert len(ids) == 1
+    assert outbound_rows(bot) == 3

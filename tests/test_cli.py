@@ -99,6 +99,7 @@ async def test_check_accepts_the_shipped_config(tmp_path: Path) -> None:
     assert f"{config}: OK: {routes} routes" in result.out
     assert "provider simulator" in result.out
     assert result.err == ""  # no log lines beside the answer (the intents trained, say)
+    assert not (tmp_path / "var" / "groupbot.db").exists()  # the store tried, not made
 
 
 async def test_check_shows_the_database_url_without_its_password(
@@ -770,3 +771,13 @@ async def test_check_tries_the_store_and_the_private_key_as_run_would(tmp_path: 
         "ConnectionRefusedError"
     ) in result.err
     assert "hunter2" not in result.err
+
+
+async def test_check_names_a_store_path_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("a file where the store's folder should be")
+    config = write_config(tmp_path, {"storage": {"url": f"sqlite:///{tmp_path}/var/bot.db"}})
+
+    result = await groupbot("check", "--config", config, cwd=tmp_path)
+
+    assert result.code == 1
+    assert f"storage.url: {tmp_path / 'var'} is a file, not a folder for bot.db" in result.err

@@ -446,6 +446,23 @@ def test_missing_key_file_raises_config_error_naming_the_setting(
     assert "missing.pem" in raised.value.problems[0]
 
 
+def test_an_encrypted_key_is_refused_saying_so(make_client: MakeClient, tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    (tmp_path / "encrypted.pem").write_bytes(encrypted)
+
+    with pytest.raises(ConfigError) as raised:
+        make_client("http://127.0.0.1:9", root=tmp_path, private_key="encrypted.pem")
+
+    assert raised.value.problems == [
+        "provider.private_key: the key is encrypted; give it unencrypted (openssl rsa)"
+    ]
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.config import Config, load_config, parse_config
+from bot.config import Config, load_config, parse_config, without_password
 from bot.exceptions import ConfigError
 
 ROOT = Path("/srv/groupbot")
@@ -584,6 +584,35 @@ def test_a_bare_dollar_variable_is_refused_with_how_to_write_it() -> None:
         f"{SOURCE}: server.api_token: '$GROUPBOT_API_TOKEN' is not read from the environment: "
         "write ${GROUPBOT_API_TOKEN}"
     ]
-    # A dollar inside a value is the value's own.
+    # A dollar inside a value is the value's own; and so is a whole $NAME where a value is
+    # not usually taken from the environment (a ticker as a keyword).
     named = parse(with_(compliance={"business_name": "Fix-It $5 Repairs"}))
     assert named.compliance.business_name == "Fix-It $5 Repairs"
+    ticker = parse(with_(routes=[route("stock", keywords=["$TSLA"], template="t.j2")]))
+    assert ticker.routes[0].keywords == ["$TSLA"]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bot:hunter2@db:5432/gb", "postgresql://bot:***@db:5432/gb"),
+        (
+            "postgresql://bot@db/gb?password=hunter2&sslmode=require",  # asyncpg takes this too
+            "postgresql://bot@db/gb?password=***&sslmode=require",
+        ),
+        ("postgresql://bot:hunter2@[::1/gb", "postgresql://(a URL that does not parse)"),
+        ("sqlite:///var/groupbot.db", "sqlite:///var/groupbot.db"),
+    ],
+)
+def test_a_store_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert without_password(url) == shown
+
+
+def test_max_attempts_fits_the_stores_integer() -> None:
+    # Past it, PostgreSQL's claim would fail on every call: the outbox would stop.
+    [problem] = problems_of(with_(provider={"retry": {"max_attempts": 3_000_000_000}}))
+    assert problem.startswith(f"{SOURCE}: provider.retry.max_attempts: ")
+    assert "2147483647" in problem
+    assert (
+        parse(with_(provider={"retry": {"max_attempts": None}})).provider.retry.max_attempts is None
+    )

@@ -139,3 +139,16 @@ def test_a_librarys_log_records_become_json_lines(capsys: pytest.CaptureFixture[
     )  # fmt: skip
     assert "ConnectionRefusedError" in event["exception"]
     assert "14155550123" not in line  # masked like groupbot's own
+
+
+def test_a_bad_library_record_does_not_raise_in_its_caller(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure(LogSettings(format="json", level="info"))
+    bad = logging.LogRecord("somelib", logging.WARNING, __file__, 1, "%d items", ("x",), None)
+    try:
+        bot.log._HANDLER.handle(bad)  # ours alone: pytest's own handler raises on such records
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().removeHandler(bot.log._HANDLER)
+    assert "Logging error" in capsys.readouterr().err  # said, as logging's own handlers say it

@@ -405,6 +405,24 @@ async def test_a_send_that_keeps_dying_is_given_up(store: Store) -> None:
     assert records[0].error == "gave up after 8 attempts that did not finish"
 
 
+async def test_a_send_that_keeps_dying_with_no_attempt_limit_is_given_up_past_its_ttl(
+    store: Store,
+) -> None:
+    # With provider.retry.max_attempts unset, the message's age bounds a crash loop.
+    unbounded = 2**31 - 1
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    assert len(await store.claim_outbound(10, NOW, 60, unbounded, created_before=NOW - 1)) == 2
+    later = NOW + 61  # the lease ran out: the process died mid-attempt
+    assert len(await store.claim_outbound(10, later, 60, unbounded, created_before=NOW - 1)) == 2
+
+    # A day on (the ttl): no longer taken up, but given up.
+    day = NOW + 86_400 + 122
+    assert await store.claim_outbound(10, day, 60, unbounded, created_before=day - 86_400) == []
+    records = await store.broadcast("b-1")
+    assert [(r.state, r.attempts) for r in records] == [("failed", 2), ("failed", 2)]
+    assert records[0].error == "gave up after 2 attempts that did not finish"
+
+
 async def test_claims_can_be_limited_to_one_broadcast(store: Store) -> None:
     await store.enqueue(planned("b-1", A), A.members, NOW)
     await store.enqueue(planned("b-2", B), B.members, NOW)

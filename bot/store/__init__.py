@@ -286,8 +286,11 @@ class Store(Protocol):
         max_attempts: int,
         *,
         broadcast_id: str | None = None,
+        created_before: float = 0.0,
     ) -> list[OutboxItem]:
-        """Due messages, at most one in flight per member of a group, oldest first."""
+        """Due messages, at most one in flight per member of a group, oldest first. A send
+        whose process died mid-attempt is given up once it has had `max_attempts`, or was
+        created before `created_before` (its ttl run out); else it is taken up again."""
         ...
 
     async def record_sent(self, item: OutboxItem, message_uuid: str | None, now: float) -> bool:
@@ -362,6 +365,8 @@ async def store_problem(url: str, *, root: Path) -> str | None:
         path = Path(url.removeprefix("sqlite:///"))
         path = path if path.is_absolute() else root / path
         existing = next(p for p in (path, *path.parents) if p.exists())
+        if existing != path and not existing.is_dir():
+            return f"storage.url: {existing} is a file, not a folder for {path.name}"
         if not os.access(existing, os.W_OK):
             return f"storage.url: {existing} is not writable"
         return None

@@ -43,15 +43,19 @@ class OutboxQueries(PostgresBase):
         max_attempts: int,
         *,
         broadcast_id: str | None = None,
+        created_before: float = 0.0,
     ) -> list[OutboxItem]:
         async with self._transaction() as conn:
-            # Sends whose process died mid-attempt max_attempts times are given up.
+            # Sends whose process died mid-attempt max_attempts times, or past their ttl, are
+            # given up.
             await conn.execute(
                 "UPDATE outbound SET state = 'failed', lease_until = NULL, finished_at = $1, "
                 "error = 'gave up after ' || attempts || ' attempts that did not finish' "
-                "WHERE state = 'sending' AND lease_until < $1 AND attempts >= $2",
+                "WHERE state = 'sending' AND lease_until < $1 "
+                "AND (attempts >= $2 OR created_at < $3)",
                 now,
                 max_attempts,
+                created_before,
             )
             # The head of each member's queue, as in claim_inbound: one message in flight per
             # member, in order, whichever process sends it.

@@ -39,15 +39,18 @@ class OutboxQueries(SqliteBase):
         max_attempts: int,
         *,
         broadcast_id: str | None = None,
+        created_before: float = 0.0,
     ) -> list[OutboxItem]:
         def claim(db: sqlite3.Connection) -> list[OutboxItem]:
-            # Sends whose process died mid-attempt max_attempts times are given up. Then the
-            # oldest messages that head their member's queue (nothing older still open).
+            # Sends whose process died mid-attempt max_attempts times, or past their ttl, are
+            # given up. Then the oldest messages that head their member's queue (nothing
+            # older still open).
             db.execute(
                 "UPDATE outbound SET state = 'failed', lease_until = NULL, finished_at = ?, "
                 "error = 'gave up after ' || attempts || ' attempts that did not finish' "
-                "WHERE state = 'sending' AND lease_until < ? AND attempts >= ?",
-                (now, now, max_attempts),
+                "WHERE state = 'sending' AND lease_until < ? "
+                "AND (attempts >= ? OR created_at < ?)",
+                (now, now, max_attempts, created_before),
             )
             rows = db.execute(
                 """
