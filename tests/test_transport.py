@@ -270,10 +270,8 @@ async def test_one_connection_serves_request_after_request(
     assert server.connections == 1
 
 
-async def test_connections_at_once_are_capped_at_the_limit(
-    raw_server: Callable[[Serve], Awaitable[RawServer]],
-) -> None:
-    release = asyncio.Event()
+def answering_once_released(release: asyncio.Event) -> Serve:
+    """A server that answers each request once `release` is set."""
 
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (await read_request(reader))[0]:
@@ -281,7 +279,14 @@ async def test_connections_at_once_are_capped_at_the_limit(
             writer.write(ACCEPTED)
             await writer.drain()
 
-    server = await raw_server(slow)
+    return slow
+
+
+async def test_connections_at_once_are_capped_at_the_limit(
+    raw_server: Callable[[Serve], Awaitable[RawServer]],
+) -> None:
+    release = asyncio.Event()
+    server = await raw_server(answering_once_released(release))
     origin = Origin(server.url, timeout_seconds=5, limit=2)
     head = origin.head("/", HEADERS)
 
@@ -299,14 +304,7 @@ async def test_a_post_that_found_no_free_connection_in_time_says_it_was_not_sent
     raw_server: Callable[[Serve], Awaitable[RawServer]],
 ) -> None:
     release = asyncio.Event()
-
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while (await read_request(reader))[0]:
-            await release.wait()
-            writer.write(ACCEPTED)
-            await writer.drain()
-
-    server = await raw_server(slow)
+    server = await raw_server(answering_once_released(release))
     origin = Origin(server.url, timeout_seconds=5, limit=1)
     head = origin.head("/", HEADERS)
     first = asyncio.create_task(origin.post(head, b"{}"))
