@@ -48,6 +48,12 @@ class Metrics:
             "groupbot_outbound", "Send attempts by result (sent, retry, failed)", ["result"],
             registry=r,
         )  # fmt: skip
+        self.send_problems = Counter(
+            "groupbot_send_problems",
+            "Sends that did not go, by kind: rate_limited (429), server_error (5xx), "
+            "unreachable (no connection, no answer, a timeout), rejected (another 4xx), error",
+            ["kind"], registry=r,
+        )  # fmt: skip
         self.handle_seconds = Histogram(
             "groupbot_handle_seconds", "From claim to answer queued, per inbound message",
             registry=r,

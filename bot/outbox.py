@@ -177,16 +177,19 @@ class OutboxWorker(Worker[OutboxItem]):
             with self.metrics.send_seconds.time():
                 message_uuid = await self.provider.send(item.message)
         except PermanentApiError as exc:
+            self.metrics.send_problems.labels("rejected").inc()
             self.metrics.outbound.labels("failed").inc()
             await self.store.record_failed(item, str(exc), time.time())
             log.error("send_failed", error=str(exc), status=exc.status, **_about(item))
             return
         except TransientApiError as exc:
+            self.metrics.send_problems.labels(_kind(exc)).inc()
             if exc.status == 429:
                 self._pause(exc.retry_after)
             await self._retry_or_give_up(item, str(exc), exc.retry_after)
             return
         except Exception as exc:  # a bug or an unexpected failure: bounded like any other
+            self.metrics.send_problems.labels("error").inc()
             log.exception("send_error", **_about(item))
             await self._retry_or_give_up(item, f"{type(exc).__name__}: {exc}", None)
             return
@@ -218,6 +221,14 @@ class OutboxWorker(Worker[OutboxItem]):
         if until > self._paused_until:
             self._paused_until = until
             log.warning("send_paused", seconds=round(until - time.time(), 2))
+
+
+def _kind(exc: TransientApiError) -> str:
+    """What kept a send from going, for an operator's alert: the account's rate, the API
+    failing, or the API out of reach."""
+    if exc.status == 429:
+        return "rate_limited"
+    return "server_error" if exc.status is not None else "unreachable"
 
 
 def _about(item: OutboxItem) -> dict[str, object]:

@@ -102,3 +102,24 @@ async def test_metrics_are_served_while_the_store_is_away(start_bot: StartBot) -
 
     assert values[("groupbot_store_up", ())] == 0
     assert ("groupbot_info", (("provider", "vonage"), ("version", VERSION))) in values
+
+
+async def test_sends_that_did_not_go_are_counted_by_kind(start_bot: StartBot) -> None:
+    bot = await start_bot(
+        {"provider": {"retry": {"base_seconds": 0.01, "max_delay_seconds": 0.02}}}
+    )
+    bot.api.respond(503)
+    bot.api.respond(429, headers={"Retry-After": "0"})
+    bot.api.respond(422, {"title": "Invalid parameters"})
+    await bot.post_inbound(inbound(SEED[0], "ticket 42", SEED[1:]))
+
+    async def counted() -> bool:
+        values = await scrape(bot)
+        return all(
+            values.get(("groupbot_send_problems_total", (("kind", kind),))) == 1.0
+            for kind in ("server_error", "rate_limited", "rejected")
+        )
+
+    await eventually(counted)
+    values = await scrape(bot)
+    assert ("groupbot_send_problems_total", (("kind", "unreachable"),)) not in values
