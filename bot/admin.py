@@ -6,6 +6,7 @@ while no token is configured.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -21,7 +22,7 @@ from bot.context import Media, Reply
 from bot.exceptions import HandlerError, InvalidInput
 from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
-from bot.models import MediaKind, Number, invalid_input
+from bot.models import MediaKind, Number, OutboundMessage, invalid_input
 from bot.runtime import Runtime
 
 log = structlog.get_logger("groupbot.admin")
@@ -42,16 +43,21 @@ async def _repeated(
     runtime: Runtime, broadcast_id: str, reply: Reply, group: Group
 ) -> web.Response | None:
     """The answer to a request whose Idempotency-Key named a broadcast queued before: 200
-    with it if this request asks the same (recipients and message), 422 if not; None when
-    nothing was queued under the key."""
+    with it if this request asks the same (the same members, but those who opted out since,
+    and the same message), 422 if not; None when nothing was queued under the key."""
     earlier = await runtime.store.broadcast(broadcast_id)
     if not earlier:
         return None
     planned = {
-        m.to: m.summary()
+        m.to: _as_queued(m)
         for m in broadcast.plan(reply, group, bot_number=runtime.bot.config.bot.number)
     }
-    if any(planned.get(r.recipient) != r.text for r in earlier):
+    queued = {r.recipient: _as_queued(r.message) if r.message else None for r in earlier}
+    missing = planned.keys() - queued.keys()
+    same = all(planned.get(to) == message for to, message in queued.items()) and (
+        not missing or missing <= await runtime.store.opted_out(sorted(missing))
+    )
+    if not same:
         return problem(
             422, "Idempotency-Key reused",
             f"{IDEMPOTENCY_KEY} was used for another request (other members or message)",
@@ -61,6 +67,11 @@ async def _repeated(
     messages = [{"id": r.id, "to": r.recipient, "state": r.state} for r in earlier]
     answer = {"broadcast_id": broadcast_id, "group": group.key, "messages": messages}
     return web.json_response({**answer, "duplicate": True}, status=200)
+
+
+def _as_queued(message: OutboundMessage) -> OutboundMessage:
+    """The message as a request asks it: its client_ref is the broadcast's, not the ask's."""
+    return message.model_copy(update={"client_ref": None})
 
 
 async def _queued(runtime: Runtime, broadcast_id: str) -> list[dict[str, object]]:
@@ -120,19 +131,20 @@ async def send_message(request: web.Request) -> web.Response:
     # A key names one broadcast: a retry of a request whose answer was lost finds it queued
     # and gets it back, instead of queueing it again (the store's unique index decides races).
     broadcast_id = f"key-{hashlib.sha256(key.encode()).hexdigest()[:32]}" if key else None
-    if broadcast_id is not None and (
-        repeated := await _repeated(runtime, broadcast_id, reply, group)
-    ):
-        return repeated
     try:
-        broadcast_id = await runtime.send(reply, group, broadcast_id=broadcast_id)
-    except Exception:
-        # The same key sent twice at once: the store's unique index let one in, this one
-        # finds it queued. Else the store failed, and nothing was queued.
         if broadcast_id is not None and (
             repeated := await _repeated(runtime, broadcast_id, reply, group)
         ):
             return repeated
+        broadcast_id = await runtime.send(reply, group, broadcast_id=broadcast_id)
+    except Exception:
+        # The same key sent twice at once: the store's unique index let one in, and this one
+        # finds it queued. Else the store failed, and nothing was queued.
+        with contextlib.suppress(Exception):
+            if broadcast_id is not None and (
+                repeated := await _repeated(runtime, broadcast_id, reply, group)
+            ):
+                return repeated
         log.exception("admin_send_failed")
         return problem(503, "Store unavailable", "the broadcast was not queued; retry later")
     answer: dict[str, object] = {"broadcast_id": broadcast_id, "group": group.key}

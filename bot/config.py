@@ -14,7 +14,7 @@ import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -60,6 +60,9 @@ def load_yaml(stream: Any) -> Any:
 SECRET_KEYS = frozenset({"private_key", "api_secret", "signature_secret", "api_token"})
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+# scheme://user:PASSWORD@host...: the password runs to the last @ (it may hold #, ? or /).
+_USER_PASSWORD = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<password>.*)@")
+_PASSWORD_PARAMETERS = frozenset({"password", "sslpassword"})
 _BARE_VARIABLE = re.compile(r"\$(?P<name>[A-Z_][A-Z0-9_]*)")  # the whole value: $NAME
 # Keys whose values come from the environment as a rule, where $NAME is a shell's habit (a
 # keyword or a business name may well be "$TSLA").
@@ -229,21 +232,30 @@ class StorageSettings(_Section):
         return without_password(self.url)
 
 
+def unencoded_password(url: str) -> bool:
+    """Whether `url`'s password holds a character its parsers split on (# ? / @): a driver
+    then reads another host or port, and its errors quote pieces of the password."""
+    found = _USER_PASSWORD.match(url)
+    return found is not None and any(c in found["password"] for c in "#?/@")
+
+
 def without_password(url: str) -> str:
-    """`url` with its password hidden, for output and logs: in its user part, or as a
+    """`url` with its password hidden, for output and logs: in its user part (up to the last
+    `@`, so that one written with `#`, `?` or `/` unencoded is hidden whole too), or as a
     `password=` parameter (which PostgreSQL's drivers take too)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # does not parse (a bracket left open): nothing of it is shown
-        return f"{url.partition('://')[0]}://(a URL that does not parse)"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if password is None and not any(name.lower() == "password" for name, _ in query):
-        return url  # as written (urlunsplit would turn sqlite:///x into sqlite:/x)
-    if password is not None:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1))
-    hidden = [(name, "***" if name.lower() == "password" else value) for name, value in query]
-    return urlunsplit(parts._replace(query=urlencode(hidden, safe="*")))
+    hidden = _USER_PASSWORD.sub(r"\g<head>***@", url, count=1)
+    head, mark, query = hidden.partition("?")
+    if not mark:
+        return hidden
+    pairs = [pair.partition("=") for pair in query.split("&")]
+    return (
+        head
+        + "?"
+        + "&".join(
+            f"{name}={'***' if name.lower() in _PASSWORD_PARAMETERS else value}" if eq else name
+            for name, eq, value in pairs
+        )
+    )
 
 
 class LogSettings(_Section):

@@ -135,9 +135,6 @@ class OutboxWorker(Worker[OutboxItem]):
             if time.time() < self._paused_until:
                 # A 429 came back while this one waited: it goes when the pause is over.
                 await self._hold_back(item, "held back by a 429", self._paused_until)
-            elif not self.policy.in_time(time.time(), created_at=item.created_at):
-                # Taken up again after its process died mid-attempt, but too old to go now.
-                await self._hold_back(item, "its last attempt did not finish", time.time())
             else:
                 await self._send(item)
         except LeaseLost:

@@ -173,9 +173,25 @@ async def test_an_idempotency_key_used_for_another_request_is_422(start_bot: Sta
         "/api/messages", json={"to": SEED[:2], "text": "Tuesday"}, headers=keyed
     )
 
+    image = {"kind": "image", "url": "https://example.com/a.jpg", "caption": "Menu"}
+    other_image = {**image, "url": "https://example.com/b.jpg"}  # the same caption
+    menus = [
+        await bot.client.post(
+            "/api/messages",
+            json={"to": SEED, "media": media},
+            headers={**AUTH, "Idempotency-Key": "menu"},
+        )
+        for media in (image, other_image)
+    ]
+    wider = await bot.client.post(  # Monday's, to one member more
+        "/api/messages", json={"to": [*SEED, "11234567894"], "text": "Monday"}, headers=keyed
+    )
+
     assert (monday.status, tuesday.status) == (202, 422)
+    assert [m.status for m in menus] == [202, 422]
+    assert wider.status == 422
     assert (await tuesday.json())["field"] == "Idempotency-Key"
-    assert outbound_rows(bot) == 3  # Monday's, and nothing of Tuesday's
+    assert outbound_rows(bot) == 6  # Monday's and the first menu's, nothing of the others
 
 
 async def test_the_same_idempotency_key_at_once_queues_one_broadcast(start_bot: StartBot) -> None:
@@ -192,3 +208,5 @@ async def test_the_same_idempotency_key_at_once_queues_one_broadcast(start_bot: 
     ids = {(await a.json())["broadcast_id"] for a in answers}
     assert len(ids) == 1
     assert outbound_rows(bot) == 3
+    accepted = await bot.api.wait_for_accepted(3)  # and sent, once each
+    assert sorted(str(r.body["to"]) for r in accepted) == SEED

@@ -781,3 +781,21 @@ async def test_check_names_a_store_path_that_cannot_be_made(tmp_path: Path) -> N
 
     assert result.code == 1
     assert f"storage.url: {tmp_path / 'var'} is a file, not a folder for bot.db" in result.err
+
+
+async def test_a_store_password_that_misleads_the_driver_is_said_not_quoted(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"postgresql://bot:pa#ss@127.0.0.1:{port}/gb"  # '#' unencoded: the driver misreads
+    config = write_config(tmp_path, {"storage": {"url": url}})
+
+    result = await groupbot("check", "--config", config, cwd=tmp_path)
+
+    assert result.code == 1
+    assert (
+        f"storage.url: cannot connect to postgresql://bot:***@127.0.0.1:{port}/gb: its password "
+        "holds # ? / or @ as they are: percent-encode them (%23 %3F %2F %40)"
+    ) in result.err
+    assert "pa#ss" not in result.err
+    assert "'pa'" not in result.err  # the driver's own message quoted pieces of it

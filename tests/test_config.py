@@ -600,7 +600,9 @@ def test_a_bare_dollar_variable_is_refused_with_how_to_write_it() -> None:
             "postgresql://bot@db/gb?password=hunter2&sslmode=require",  # asyncpg takes this too
             "postgresql://bot@db/gb?password=***&sslmode=require",
         ),
-        ("postgresql://bot:hunter2@[::1/gb", "postgresql://(a URL that does not parse)"),
+        ("postgresql://bot:hunter2@[::1/gb", "postgresql://bot:***@[::1/gb"),  # unparsable
+        ("postgres://bot:pa#ss/w?rd@db/gb", "postgres://bot:***@db/gb"),  # not encoded
+        ("postgresql://bot@db/gb?sslpassword=key", "postgresql://bot@db/gb?sslpassword=***"),
         ("sqlite:///var/groupbot.db", "sqlite:///var/groupbot.db"),
     ],
 )

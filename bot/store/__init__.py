@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from bot.config import without_password
+from bot.config import unencoded_password, without_password
 from bot.exceptions import LeaseLost, StoreUnavailable
 from bot.models import InboundMessage, MessageStatus, OutboundMessage
 
@@ -156,6 +156,7 @@ class OutboxRecord:
     status: str | None
     status_error: str | None
     text: str
+    message: OutboundMessage | None = None  # what was queued, whole
 
 
 @dataclass(frozen=True)
@@ -377,11 +378,20 @@ async def store_problem(url: str, *, root: Path) -> str | None:
     try:
         connection = await asyncpg.connect(url, timeout=PROBE_SECONDS)
     except Exception as exc:  # whatever the driver raises, said in one line
-        return (
-            f"storage.url: cannot connect to {without_password(url)}: {type(exc).__name__}: {exc}"
-        )
+        return f"storage.url: cannot connect to {_why(url, exc)}"
     await connection.close()
     return None
+
+
+def _why(url: str, exc: Exception) -> str:
+    """The store's URL, its password hidden, and why it failed: not in the driver's words
+    when the password misled it (they would quote pieces of the password)."""
+    if unencoded_password(url):
+        return (
+            f"{without_password(url)}: its password holds # ? / or @ as they are: "
+            "percent-encode them (%23 %3F %2F %40)"
+        )
+    return f"{without_password(url)}: {type(exc).__name__}: {exc}"
 
 
 async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
@@ -409,6 +419,4 @@ async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
     try:
         return await opening
     except Exception as exc:  # whatever the driver raises: said in one line, with its cause
-        raise StoreUnavailable(
-            f"cannot open the store {without_password(url)}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise StoreUnavailable(f"cannot open the store {_why(url, exc)}") from exc
