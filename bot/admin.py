@@ -43,8 +43,8 @@ async def _repeated(
     runtime: Runtime, broadcast_id: str, reply: Reply, group: Group
 ) -> web.Response | None:
     """The answer to a request whose Idempotency-Key named a broadcast queued before: 200
-    with it if this request asks the same (the same members, but those who opted out since,
-    and the same message), 422 if not; None when nothing was queued under the key."""
+    with it if this request asks the same (the same message, to the same members but those
+    left out as opted out), 422 if not; None when nothing was queued under the key."""
     earlier = await runtime.store.broadcast(broadcast_id)
     if not earlier:
         return None
