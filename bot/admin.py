@@ -24,6 +24,7 @@ from bot.groups import Group
 from bot.http import RUNTIME, invalid, problem
 from bot.models import MediaKind, Number, OutboundMessage, invalid_input
 from bot.runtime import Runtime
+from bot.store import OutboxRecord
 
 log = structlog.get_logger("groupbot.admin")
 
@@ -52,7 +53,7 @@ async def _repeated(
         m.to: _as_queued(m)
         for m in broadcast.plan(reply, group, bot_number=runtime.bot.config.bot.number)
     }
-    queued = {r.recipient: _as_queued(r.message) if r.message else None for r in earlier}
+    queued = {r.recipient: _as_queued(r.message) for r in earlier}
     missing = planned.keys() - queued.keys()
     same = all(planned.get(to) == message for to, message in queued.items()) and (
         not missing or missing <= await runtime.store.opted_out(sorted(missing))
@@ -64,8 +65,7 @@ async def _repeated(
             field=IDEMPOTENCY_KEY,
         )  # fmt: skip
     log.info("broadcast_repeated", broadcast=broadcast_id)
-    messages = [{"id": r.id, "to": r.recipient, "state": r.state} for r in earlier]
-    answer = {"broadcast_id": broadcast_id, "group": group.key, "messages": messages}
+    answer = {"broadcast_id": broadcast_id, "group": group.key, "messages": _listed(earlier)}
     return web.json_response({**answer, "duplicate": True}, status=200)
 
 
@@ -74,8 +74,8 @@ def _as_queued(message: OutboundMessage) -> OutboundMessage:
     return message.model_copy(update={"client_ref": None})
 
 
-async def _queued(runtime: Runtime, broadcast_id: str) -> list[dict[str, object]]:
-    records = await runtime.store.broadcast(broadcast_id)
+def _listed(records: list[OutboxRecord]) -> list[dict[str, object]]:
+    """A broadcast's messages as the answer lists them."""
     return [{"id": r.id, "to": r.recipient, "state": r.state} for r in records]
 
 
@@ -149,7 +149,7 @@ async def send_message(request: web.Request) -> web.Response:
         return problem(503, "Store unavailable", "the broadcast was not queued; retry later")
     answer: dict[str, object] = {"broadcast_id": broadcast_id, "group": group.key}
     try:  # queued is queued: a failing read-back must not invite a retry that doubles it
-        answer["messages"] = await _queued(runtime, broadcast_id)
+        answer["messages"] = _listed(await runtime.store.broadcast(broadcast_id))
     except Exception:
         log.exception("admin_readback_failed")
     return web.json_response(answer, status=202)

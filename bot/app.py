@@ -13,12 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bot import admin, openapi, webhooks
 from bot.core import Bot
 from bot.http import RUNTIME, problem
-from bot.runtime import running
+from bot.runtime import STORE_WAIT_SECONDS, running
 from bot.simulator import web as simulator_web
 
 log = structlog.get_logger("groupbot.app")
-
-STORE_WAIT_SECONDS = 5.0  # for the queue counts a scrape reads: a scrape must not hang
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -44,7 +42,7 @@ async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     store, now = runtime.store, time.time()
     try:
-        async with asyncio.timeout(STORE_WAIT_SECONDS):  # a database that stopped answering
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
             oldest = await store.oldest(now)
             depths = await store.depths()
     except Exception as exc:  # the store away is when the counters matter most: still served

@@ -345,12 +345,14 @@ def _building_problems(config: Config) -> list[str]:
 
 def _check(config: Config) -> int:
     """Everything `run` would refuse, at once: the config built, and the store reached."""
-    problems = _building_problems(config)
+    try:
+        bot, problems = build_bot(config), []
+    except ConfigError as exc:
+        bot, problems = None, exc.problems
     if problem := asyncio.run(store_problem(config.storage.url, root=config.root)):
         problems.append(f"{config.source}: {problem}")
-    if problems:
+    if bot is None or problems:
         raise ConfigError(problems)
-    bot = build_bot(config)
     print(
         f"{config.source}: OK: {counted(len(bot.router.routes), 'route')}, "
         f"{counted(len(bot.registry.by_name), 'handler')} from "

@@ -35,6 +35,10 @@ from bot.watchdog import LoopWatchdog
 
 log = structlog.get_logger("groupbot.runtime")
 
+# The longest a count of the queues waits for the store (a scrape of /metrics, the line
+# `bot_stopped` leaves): a database that stopped answering must not hold them for ever.
+STORE_WAIT_SECONDS = 5.0
+
 DRAIN_SECONDS = 10.0
 ORPHAN_SWEEP_SECONDS = 5.0
 
@@ -247,7 +251,7 @@ async def running(
 async def _log_left(store: Store) -> None:
     """Say what stays queued for the next start (or another process of the fleet)."""
     try:
-        async with asyncio.timeout(5.0):  # a database that stopped answering: not for ever
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
             left = await store.depths()
     except Exception as exc:  # the store may be what failed
         log.warning("bot_stopped", left="unknown", error=f"{type(exc).__name__}: {exc}")

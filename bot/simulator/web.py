@@ -7,6 +7,7 @@ what each phone shows is read from the store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import uuid
 from dataclasses import dataclass
@@ -56,10 +57,14 @@ def inbound_body(*, bot_number: str, sender: str, members: list[str], text: str)
 async def index(request: web.Request) -> web.Response:
     # The page checks a new group's size as the bot will: it is told the bot's limit.
     most = request.app[RUNTIME].bot.config.bot.max_group_size
-    page = (STATIC / "index.html").read_text(encoding="utf-8")
     return web.Response(
-        text=page.replace("__MAX_GROUP_SIZE__", str(most)), content_type="text/html"
+        text=_page().replace("__MAX_GROUP_SIZE__", str(most)), content_type="text/html"
     )
+
+
+@functools.cache
+def _page() -> str:
+    return (STATIC / "index.html").read_text(encoding="utf-8")
 
 
 async def groups(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from bot.exceptions import LeaseLost, StoreUnavailable
 from bot.models import InboundMessage, MessageStatus, OutboundMessage
 
 PROBE_SECONDS = 5.0  # how long `check` waits for PostgreSQL to answer
+NEEDS_ASYNCPG = "storage.url: PostgreSQL needs asyncpg: pip install 'groupbot[postgres]'"
 
 __all__ = [
     "Accepted",
@@ -155,8 +156,12 @@ class OutboxRecord:
     error: str | None
     status: str | None
     status_error: str | None
-    text: str
-    message: OutboundMessage | None = None  # what was queued, whole
+    message: OutboundMessage  # what was queued, whole
+
+    @property
+    def text(self) -> str:
+        """What a person sees first: the text, or the attachment and its caption."""
+        return self.message.summary()
 
 
 @dataclass(frozen=True)
@@ -363,8 +368,7 @@ async def store_problem(url: str, *, root: Path) -> str | None:
     """Why the store at `url` could not be opened, without opening it (no file made, no
     migration run): for `groupbot check`. None when it looks reachable."""
     if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        path = path if path.is_absolute() else root / path
+        path = _sqlite_path(url, root)
         existing = next(p for p in (path, *path.parents) if p.exists())
         if existing != path and not existing.is_dir():
             return f"storage.url: {existing} is a file, not a folder for {path.name}"
@@ -374,13 +378,19 @@ async def store_problem(url: str, *, root: Path) -> str | None:
     try:
         import asyncpg
     except ImportError:
-        return "storage.url: PostgreSQL needs asyncpg: pip install 'groupbot[postgres]'"
+        return NEEDS_ASYNCPG
     try:
         connection = await asyncpg.connect(url, timeout=PROBE_SECONDS)
     except Exception as exc:  # whatever the driver raises, said in one line
         return f"storage.url: cannot connect to {_why(url, exc)}"
     await connection.close()
     return None
+
+
+def _sqlite_path(url: str, root: Path) -> Path:
+    """The file of a `sqlite:///` URL, a relative one against `root`."""
+    path = Path(url.removeprefix("sqlite:///"))
+    return path if path.is_absolute() else root / path
 
 
 def _why(url: str, exc: Exception) -> str:
@@ -400,17 +410,12 @@ async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
     if url.startswith("sqlite:///"):
         from bot.store.sqlite import SqliteStore
 
-        path = Path(url.removeprefix("sqlite:///"))
-        opening: Coroutine[Any, Any, Store] = SqliteStore.open(
-            path if path.is_absolute() else root / path
-        )
+        opening: Coroutine[Any, Any, Store] = SqliteStore.open(_sqlite_path(url, root))
     elif url.startswith(("postgresql://", "postgres://")):
         try:
             from bot.store.postgres import PostgresStore
         except ImportError as exc:  # asyncpg is an extra
-            raise ValueError(
-                "storage.url: PostgreSQL needs asyncpg: pip install 'groupbot[postgres]'"
-            ) from exc
+            raise ValueError(NEEDS_ASYNCPG) from exc
         opening = PostgresStore.open(url, pool_size=pool_size)
     else:
         raise ValueError(

@@ -182,7 +182,6 @@ def thread(inbound: Iterable[Row], outbound: Iterable[Row]) -> list[ThreadEntry]
 def outbox_record(row: Row) -> OutboxRecord:
     """A member's message from its row (`id`, `broadcast_id`, `recipient`, `state`,
     `attempts`, `message_uuid`, `error`, `status`, `status_error`, `body`)."""
-    message = OutboundMessage.model_validate_json(row["body"])
     return OutboxRecord(
         id=row["id"],
         broadcast_id=row["broadcast_id"],
@@ -193,8 +192,7 @@ def outbox_record(row: Row) -> OutboxRecord:
         error=row["error"],
         status=row["status"],
         status_error=row["status_error"],
-        text=message.summary(),
-        message=message,
+        message=OutboundMessage.model_validate_json(row["body"]),
     )
 
 
