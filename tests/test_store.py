@@ -316,7 +316,12 @@ async def test_status_updates_the_member_message_and_keeps_history(store: Store)
     await store.enqueue(planned("b-1", B), B.members, NOW)
     [first, _] = await claim_out(store)
     await store.record_sent(first, "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", NOW)
-    body = (DATA / "vonage" / "message-status-mms.submitted.example.json").read_bytes()
+    # The API's example, with the client_ref it echoes from the send (the example's own is
+    # of a message sent elsewhere).
+    submitted = json.loads(
+        (DATA / "vonage" / "message-status-mms.submitted.example.json").read_text()
+    )
+    body = json.dumps({**submitted, "client_ref": first.message.client_ref}).encode()
 
     assert await store.record_status(parse_status(body), body, NOW) is True
 
@@ -329,6 +334,7 @@ async def test_status_updates_the_member_message_and_keeps_history(store: Store)
     rejected = json.loads(
         (DATA / "vonage" / "message-status-mms.rejected.example.json").read_text()
     )
+    rejected["client_ref"] = first.message.client_ref
     assert await store.record_status(parse_status(json.dumps(rejected).encode()), b"{}", NOW)
     [record, _] = await store.broadcast("b-1")
     assert (record.status, record.status_error) == (
@@ -359,10 +365,25 @@ async def test_a_late_submitted_status_does_not_undo_delivered(store: Store) -> 
     await store.record_sent(first, uuid, NOW)
 
     for status in ("delivered", "submitted"):
-        body = status_body(status, message_uuid=uuid)
+        body = status_body(status, message_uuid=uuid, client_ref="b-1/0")
         assert await store.record_status(parse_status(body), body, NOW)
 
     assert (await store.broadcast("b-1"))[0].status == "delivered"
+
+
+async def test_a_status_is_matched_by_client_ref_alone(store: Store) -> None:
+    # The API puts the send's client_ref in every status; a status without ours is of a
+    # message sent some other way, even when its message_uuid is one of ours.
+    await store.enqueue(planned("b-1", B), B.members, NOW)
+    [first, _] = await claim_out(store)
+    uuid = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
+    await store.record_sent(first, uuid, NOW)
+
+    for ref in (None, "abc123"):
+        body = status_body("delivered", message_uuid=uuid, client_ref=ref)
+        assert await store.record_status(parse_status(body), body, NOW) is False
+
+    assert (await store.broadcast("b-1"))[0].status is None
 
 
 async def test_a_status_that_overtakes_the_send_record_finds_its_message_by_client_ref(
@@ -534,6 +555,9 @@ async def test_a_store_of_an_older_schema_is_upgraded_and_keeps_its_rows(
                 "INSERT INTO groups (key, members, created_at, updated_at) "
                 "VALUES ('g-old', '[\"12025550101\"]', 1, 1)"
             )
+            lite.execute(SENT_BEFORE)
+            # Ids up to 41 were given before (their rows since deleted): never again.
+            lite.execute("UPDATE sqlite_sequence SET seq = 41 WHERE name = 'outbound'")
         latest = len(SQLITE_MIGRATIONS)
     else:
         pg = await asyncpg.connect(store_url)
@@ -548,6 +572,7 @@ async def test_a_store_of_an_older_schema_is_upgraded_and_keeps_its_rows(
                 "INSERT INTO groups (key, members, created_at, updated_at) "
                 "VALUES ('g-old', '[\"12025550101\"]', 1, 1)"
             )
+            await pg.execute(SENT_BEFORE)
         finally:
             await pg.close()
         latest = len(POSTGRES_MIGRATIONS)
@@ -557,10 +582,27 @@ async def test_a_store_of_an_older_schema_is_upgraded_and_keeps_its_rows(
     try:
         assert await store.schema_version() == latest
         assert await store.groups() == [("g-old", ("12025550101",))]
+        [old] = await store.broadcast("b-old")
+        assert (old.state, old.message_uuid) == ("sent", "p-1")
         await accept(store, "m1", A)  # the upgraded schema takes new work
         assert [i.message_uuid for i in await claim_in(store)] == ["m1"]
+        await store.enqueue(planned("b-new", B), B.members, NOW)
+        ids = [item.id for item in await claim_out(store)]
+        assert len(ids) == 2
+        if store_url.startswith("sqlite"):
+            assert ids == [42, 43]
     finally:
         await store.close()
+
+
+# A message sent before an upgrade.
+SENT_BEFORE = (
+    "INSERT INTO outbound (broadcast_id, group_key, recipient, client_ref, body, state, "
+    "next_attempt_at, message_uuid, created_at) VALUES ('b-old', 'g-old', '12025550101', "
+    '\'b-old/0\', \'{"to": "12025550101", "from": "11234567890", '
+    '"message_type": "text", "channel": "mms", "text": "hi"}\', '
+    "'sent', 1, 'p-1', 1)"
+)
 
 
 def insert_token(jti: str) -> Callable[[sqlite3.Connection], None]:

@@ -144,7 +144,12 @@ async def test_status_callback_is_recorded_against_the_member_message(start_bot:
 
     await eventually(recorded)
     status = json.loads((DATA / "vonage" / "message-status-mms.submitted.example.json").read_text())
-    status.update(message_uuid=target.message_uuid, to=target.body["to"], **{"from": BOT_NUMBER})
+    status.update(
+        message_uuid=target.message_uuid,
+        to=target.body["to"],
+        client_ref=target.body["client_ref"],  # echoed from the send, as the API does
+        **{"from": BOT_NUMBER},
+    )
     response = await bot.post_status(status)
 
     assert response.status == 200

@@ -185,8 +185,9 @@ class OutboxQueries(PostgresBase):
                 body.decode("utf-8", "replace"),
                 now,
             )
-            # client_ref finds the message even when the status overtakes our own record of
-            # the send (the API may call back before record_sent commits).
+            # The message is found by its client_ref, which the API puts in every status
+            # (the spec's words), also when the status overtakes our record of the send.
+            # A status without one is of no message of ours: it is kept in statuses only.
             matched = await conn.fetchval(
                 f"""
                 WITH updated AS (
@@ -198,7 +199,7 @@ class OutboxQueries(PostgresBase):
                         status_at = $4,
                         price = COALESCE($5, price),
                         currency = COALESCE($6, currency)
-                    WHERE message_uuid = $1 OR ($7::text IS NOT NULL AND client_ref = $7)
+                    WHERE client_ref = $7
                     RETURNING 1
                 )
                 SELECT count(*) FROM updated

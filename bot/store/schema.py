@@ -91,6 +91,47 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     # v3: a broadcast's rows are found by the unique (broadcast_id, recipient) index; one
     # index fewer to update for every message queued.
     "DROP INDEX IF EXISTS outbound_broadcast;",
+    # v4: a status finds its message by client_ref, which the Messages API puts in every
+    # status, so the API's message_uuid needs no index of its own: each send recorded wrote
+    # a page of it at a random place. SQLite drops a UNIQUE constraint only by building the
+    # table anew; the id sequence carries over, so that no id is ever given twice.
+    """
+    CREATE TABLE outbound_v4 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        broadcast_id TEXT NOT NULL,
+        inbound_uuid TEXT,
+        group_key TEXT NOT NULL REFERENCES groups(key),
+        recipient TEXT NOT NULL,
+        client_ref TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until REAL,
+        owner TEXT,
+        message_uuid TEXT,
+        error TEXT,
+        status TEXT,
+        status_error TEXT,
+        status_at REAL,
+        price TEXT,
+        currency TEXT,
+        created_at REAL NOT NULL,
+        sent_at REAL,
+        finished_at REAL,
+        UNIQUE (broadcast_id, recipient)
+    );
+    INSERT INTO outbound_v4 SELECT * FROM outbound;
+    DELETE FROM sqlite_sequence WHERE name = 'outbound_v4';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'outbound_v4', seq FROM sqlite_sequence WHERE name = 'outbound';
+    DROP TABLE outbound;
+    ALTER TABLE outbound_v4 RENAME TO outbound;
+    CREATE INDEX outbound_open ON outbound (group_key, recipient, id)
+        WHERE state IN ('pending', 'sending');
+    CREATE INDEX outbound_queue ON outbound (id) WHERE state IN ('pending', 'sending');
+    """,
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -179,4 +220,6 @@ POSTGRES_MIGRATIONS: tuple[str, ...] = (
     # v3: a broadcast's rows are found by the unique (broadcast_id, recipient) index; one
     # index fewer to update for every message queued.
     "DROP INDEX IF EXISTS outbound_broadcast;",
+    # v4: statuses find their message by client_ref (see SQLite's v4).
+    "ALTER TABLE outbound DROP CONSTRAINT IF EXISTS outbound_message_uuid_key;",
 )

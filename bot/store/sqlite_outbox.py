@@ -172,8 +172,9 @@ class OutboxQueries(SqliteBase):
                 "VALUES (?, ?, ?, ?)",
                 (uuid, status.status, body.decode("utf-8", "replace"), now),
             )
-            # client_ref finds the message even when the status overtakes our own record of
-            # the send (the API may call back before record_sent commits).
+            # The message is found by its client_ref, which the API puts in every status
+            # (the spec's words), also when the status overtakes our record of the send.
+            # A status without one is of no message of ours: it is kept in statuses only.
             cursor = db.execute(
                 f"""
                 UPDATE outbound SET
@@ -184,7 +185,7 @@ class OutboxQueries(SqliteBase):
                     status_at = :now,
                     price = COALESCE(:price, price),
                     currency = COALESCE(:currency, currency)
-                WHERE message_uuid = :uuid OR (:ref IS NOT NULL AND client_ref = :ref)
+                WHERE client_ref = :ref
                 """,  # noqa: S608 - fixed SQL
                 {
                     "uuid": uuid,
