@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from datetime import time as dt_time
@@ -83,10 +83,14 @@ async def accept(
         taken = accepted.item
         return [] if taken is None else [dataclasses.replace(taken, message=message)]
 
-    call = store.accept_inbound(
-        uuid, group.key, group.members, body, time.time(), jti=jti, take=take
-    )
-    accepted = await inbox.run_taken(reserved, call, took)  # handled at once if taken
+    def store_it(early: Callable[[Accepted], None] | None) -> Awaitable[Accepted]:
+        # Handled at once if taken: from as soon as the store has run the call (early), while
+        # the commit that makes it durable is on its way; the 200 waits for that commit.
+        return store.accept_inbound(
+            uuid, group.key, group.members, body, time.time(), jti=jti, take=take, early=early
+        )
+
+    accepted = await inbox.run_taken(reserved, store_it, took)
     log.info("inbound_stored" if accepted.new else "inbound_duplicate", members=len(group.members))
     return Stored(message, group, duplicate=not accepted.new, taken=accepted.item is not None)
 
@@ -180,7 +184,8 @@ class InboxWorker(Worker[InboxItem]):
             take=take,
         )
         try:
-            taken = await outbox.run_taken(reserved, call, lambda taken: taken)  # sent at once
+            # Sent at once, but never before the answers are durable: nothing told early.
+            taken = await outbox.run_taken(reserved, lambda _: call, lambda taken: taken)
         except LeaseLost:
             log.warning("inbound_lease_lost", attempts=item.attempts)
             return

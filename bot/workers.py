@@ -105,22 +105,39 @@ class Worker(ABC, Generic[T]):
         self._freed()  # those behind may fit where it did not
         return 0
 
-    async def run_taken(self, reserved: int, call: Awaitable[R], took: Callable[[R], list[T]]) -> R:
-        """Await `call`, a store call that may claim work for this process in the `reserved`
-        places, and hand what it claimed (`took` of its result) to `run`, or the places back
-        if it fails. Also when the caller is cancelled meanwhile: the call goes on, and work
-        claimed for a live process must not wait for its lease to run out."""
+    async def run_taken(
+        self,
+        reserved: int,
+        call: Callable[[Callable[[R], None] | None], Awaitable[R]],
+        took: Callable[[R], list[T]],
+    ) -> R:
+        """Await `call(early)`, a store call that may claim work for this process in the
+        `reserved` places, and hand what it claimed (`took` of its result) to `run`, or the
+        places back if it fails. Handed once, as soon as the store tells the result `early`
+        (its work may start before the result is durable) or else when the call returns;
+        with no places, `early` is None.
+        Also when the caller is cancelled meanwhile: the call goes on, and work claimed for
+        a live process must not wait for its lease to run out."""
         if not reserved:
-            return await call
-        pending = asyncio.ensure_future(call)
+            return await call(None)
+        handed = False
 
-        def settle(done: asyncio.Future[R]) -> None:
+        def hand(result: R | None) -> None:
+            nonlocal handed
+            if handed:
+                return
+            handed = True
             try:
-                items = [] if done.cancelled() or done.exception() else took(done.result())
+                items = [] if result is None else took(result)
             except Exception:
                 log.exception("worker_take_failed", worker=self.name)
                 items = []
             self.run(items, reserved)
+
+        pending = asyncio.ensure_future(call(hand))
+
+        def settle(done: asyncio.Future[R]) -> None:
+            hand(None if done.cancelled() or done.exception() else done.result())
 
         pending.add_done_callback(settle)
         return await asyncio.shield(pending)

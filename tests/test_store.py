@@ -645,6 +645,57 @@ async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
     assert await stored_tokens(sqlite_store) == []  # nothing the callers were told failed
 
 
+async def test_sqlite_tells_a_unit_early_what_it_returned_before_it_returns(
+    sqlite_store: SqliteStore,
+) -> None:
+    told: list[object] = []
+
+    def stored(db: sqlite3.Connection) -> str:
+        insert_token("early")(db)
+        return "stored"
+
+    def fails(db: sqlite3.Connection) -> str:
+        insert_token("early")(db)  # a duplicate
+        return "never"
+
+    async def call(work: Callable[[sqlite3.Connection], str]) -> object:
+        try:
+            value: object = await sqlite_store._unit(work, early=told.append)
+        except sqlite3.IntegrityError as exc:
+            value = exc
+        told.append(("returned", value))
+        return value
+
+    await asyncio.gather(call(stored), call(fails))
+
+    assert told[0] == "stored"  # before either call returned; the unit that failed: never
+    assert sorted(map(str, told[1:])) == [
+        "('returned', 'stored')",
+        "('returned', IntegrityError('UNIQUE constraint failed: webhook_tokens.jti'))",
+    ]
+
+
+async def test_sqlite_a_unit_told_early_still_fails_with_its_commit(
+    sqlite_store: SqliteStore,
+) -> None:
+    def cap(db: sqlite3.Connection) -> None:  # a disk that fills up
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        db.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+    await sqlite_store._unit(cap)
+    told: list[None] = []
+
+    outcomes = await asyncio.gather(
+        sqlite_store._unit(insert_token("small"), early=told.append),
+        sqlite_store._unit(insert_token("x" * 1_000_000)),  # SQLITE_FULL: all of it goes
+        return_exceptions=True,
+    )
+
+    assert told == [None]  # it ran, and was told so
+    assert all(isinstance(o, sqlite3.Error) for o in outcomes), outcomes
+    assert await stored_tokens(sqlite_store) == []
+
+
 async def test_sqlite_a_unit_of_one_write_that_fails_leaves_its_batch_alone(
     sqlite_store: SqliteStore,
 ) -> None:

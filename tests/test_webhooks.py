@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -117,6 +118,31 @@ async def test_a_message_is_durable_when_answered_200(start_bot: StartBot) -> No
             "SELECT body FROM inbound WHERE message_uuid = ?", (body["message_uuid"],)
         ).fetchone()
     assert json.loads(stored[0]) == body
+
+
+async def test_an_answer_is_sent_only_once_it_and_its_message_are_durable(
+    start_bot: StartBot,
+) -> None:
+    bot = await start_bot()
+    held = asyncio.Event()
+    bot.api.respond(202, hold=held)  # the first send waits here while we look
+    body = inbound(SEED[0], "ticket 42", SEED[1:])
+
+    await bot.post_inbound(body)
+    await bot.api.wait_for_arrived(1)
+
+    # A separate connection to the file: what it sees is committed.
+    with sqlite3.connect(bot.bot.config.sqlite_path) as db:
+        message = db.execute(
+            "SELECT state FROM inbound WHERE message_uuid = ?", (body["message_uuid"],)
+        ).fetchone()
+        answers = db.execute(
+            "SELECT COUNT(*) FROM outbound WHERE inbound_uuid = ?", (body["message_uuid"],)
+        ).fetchone()
+    held.set()
+    assert message == ("done",)
+    assert answers == (3,)
+    await bot.api.wait_for_accepted(3)
 
 
 async def test_store_failure_answers_503_so_that_vonage_retries(start_bot: StartBot) -> None:

@@ -280,7 +280,7 @@ async def taking(toy: Toy, item: int) -> tuple[asyncio.Task[list[int]], asyncio.
         await committed.wait()
         return [item]
 
-    caller = asyncio.create_task(toy.run_taken(1, store_call(), lambda taken: taken))
+    caller = asyncio.create_task(toy.run_taken(1, lambda _: store_call(), lambda taken: taken))
     await asyncio.sleep(0)
     return caller, committed
 
@@ -326,7 +326,7 @@ async def test_a_store_call_that_fails_gives_its_places_back(toy: Toy) -> None:
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        await toy.run_taken(2, store_call(), lambda taken: taken)
+        await toy.run_taken(2, lambda _: store_call(), lambda taken: taken)
 
     assert await toy.reserve_within(2, 0.01) == 2
     toy.release(2)

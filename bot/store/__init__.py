@@ -237,11 +237,15 @@ class Store(Protocol):
         *,
         jti: str | None = None,
         take: Take | None = None,
+        early: Callable[[Accepted], None] | None = None,
     ) -> Accepted:
         """Store a webhook durably; `new` is False when this message_uuid was stored before.
 
         `jti` is the signed webhook token's id: Replayed (nothing stored) if seen before.
         With `take`, a new message that heads its group is claimed at once (`item`).
+        `early`: a store whose commits carry many calls' work (SQLite) may tell it the result
+        before it is durable, so that handling the message overlaps the commit; this call
+        still returns only once it is durable, and raises if it is not.
         """
         ...
 

@@ -4,7 +4,7 @@ process of the fleet, completed atomically with their answers, state and consent
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.exceptions import Replayed
@@ -38,6 +38,7 @@ class InboxQueries(PostgresBase):
         *,
         jti: str | None = None,
         take: Take | None = None,
+        early: Callable[[Accepted], None] | None = None,  # each call commits alone: not told
     ) -> Accepted:
         async with self._transaction() as conn:
             if jti is not None:

@@ -12,11 +12,17 @@ last statement, all-or-nothing by itself), and one fsync makes them all durable.
 fails is rolled back alone (to its savepoint, or by SQLite with its one statement); a commit
 that fails fails every unit in it, and none of them is written. `BEGIN IMMEDIATE` also
 serialises writers across processes (`groupbot send` beside a running bot).
+
+A unit may also be told `early`: what it returned, as soon as it has run, while its commit
+is still to come. The work that starts from it (a webhook's handler) then overlaps that
+commit instead of waiting for it, and what that work writes joins the next one; its caller
+still learns of the unit's fate, and returns, only once the commit is known.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -109,14 +115,22 @@ class SqliteBase:
     async def schema_version(self) -> int:
         return await self._read(lambda db: int(db.execute("PRAGMA user_version").fetchone()[0]))
 
-    async def _unit(self, work: Work[T], *, one_write: bool = False) -> T:
+    async def _unit(
+        self,
+        work: Work[T],
+        *,
+        one_write: bool = False,
+        early: Callable[[T], None] | None = None,
+    ) -> T:
         """Run `work` as one all-or-nothing unit; return once it is committed. `one_write`:
         its only write is its last statement, which is all-or-nothing by itself, so it needs
-        no savepoint of its own (two statements fewer)."""
+        no savepoint of its own (two statements fewer). `early`: told (on the loop) what
+        `work` returned once it has run without error, before the commit; if the commit then
+        fails, this still raises."""
         if self._closed:
             raise sqlite3.ProgrammingError("the store is closed")
         loop = asyncio.get_running_loop()
-        unit = _Unit(work, loop.create_future(), savepoint=not one_write)
+        unit = _Unit(work, loop.create_future(), savepoint=not one_write, early=early)
         self._queued.append(unit)
         if len(self._queued) == 1:
             # After this tick: the units queued meanwhile go to the thread in one job.
@@ -127,9 +141,11 @@ class SqliteBase:
         """Hand the queued units to the thread, then (unless one is under way) the commit."""
         queued, self._queued = self._queued, []
         if queued:
+            early = [unit for unit in queued if unit.early is not None]
+            tell = _teller(asyncio.get_running_loop(), early) if early else None
             try:
                 # Each unit's outcome is kept on it, and told once the commit is known.
-                self._thread.submit(_run_units, self._db, queued, self._tx)
+                self._thread.submit(_run_units, self._db, queued, self._tx, tell)
             except RuntimeError as exc:  # the thread is gone: the store was closed
                 for unit in queued:
                     if not unit.done.done():
@@ -253,12 +269,20 @@ class SqliteBase:
 class _Unit:
     """A unit of work, and (set by the thread) what it returned or raised."""
 
-    __slots__ = ("done", "failure", "savepoint", "value", "work")
+    __slots__ = ("done", "early", "failure", "savepoint", "value", "work")
 
-    def __init__(self, work: Work[Any], done: asyncio.Future[Any], *, savepoint: bool) -> None:
+    def __init__(
+        self,
+        work: Work[Any],
+        done: asyncio.Future[Any],
+        *,
+        savepoint: bool,
+        early: Callable[[Any], None] | None = None,
+    ) -> None:
         self.work = work
         self.done = done  # told once the unit's transaction is committed (or not)
         self.savepoint = savepoint
+        self.early = early  # told what it returned as soon as it has run
         self.value: Any = None
         self.failure: BaseException | None = None
 
@@ -272,14 +296,42 @@ class _Transaction:
         self.lost: BaseException | None = None
 
 
-def _run_units(db: sqlite3.Connection, units: list[_Unit], tx: _Transaction) -> None:
-    """Each unit in the open transaction (in a savepoint of its own unless it needs none);
-    never raises."""
+def _run_units(
+    db: sqlite3.Connection,
+    units: list[_Unit],
+    tx: _Transaction,
+    tell: Callable[[], None] | None,
+) -> None:
+    """Each unit in the open transaction (in a savepoint of its own unless it needs none),
+    then `tell` the loop those to be told early; never raises."""
     for unit in units:
         try:
             unit.value = _in_transaction(db, unit.work, tx, savepoint=unit.savepoint)
         except Exception as exc:
             unit.failure = exc
+    if tell is not None:
+        tell()
+
+
+def _teller(loop: asyncio.AbstractEventLoop, units: list[_Unit]) -> Callable[[], None]:
+    """What the thread calls once `units` have run: on the loop, each that ran without error
+    is told what it returned (unless its caller has gone, or its commit is already known)."""
+
+    def tell_each() -> None:
+        for unit in units:
+            if unit.failure is not None or unit.done.done():
+                continue
+            assert unit.early is not None
+            try:
+                unit.early(unit.value)
+            except Exception as exc:  # the caller's own bug: the others are still told
+                loop.call_exception_handler({"message": "early callback failed", "exception": exc})
+
+    def tell() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no one waits to be told
+            loop.call_soon_threadsafe(tell_each)
+
+    return tell
 
 
 def _in_transaction(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.store import (
@@ -38,6 +38,7 @@ class InboxQueries(SqliteBase):
         *,
         jti: str | None = None,
         take: Take | None = None,
+        early: Callable[[Accepted], None] | None = None,
     ) -> Accepted:
         def accept(db: sqlite3.Connection) -> Accepted:
             self._remember_jti(db, jti, now)
@@ -64,7 +65,7 @@ class InboxQueries(SqliteBase):
             item = taken_inbound(message_uuid, group_key, members, state, body, now, stopped)
             return Accepted(new=True, item=item)
 
-        return await self._unit(accept)
+        return await self._unit(accept, early=early)
 
     async def claim_inbound(
         self, limit: int, now: float, lease_seconds: float, max_attempts: int
