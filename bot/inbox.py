@@ -86,6 +86,7 @@ async def accept(
     def store_it(early: Callable[[Accepted], None] | None) -> Awaitable[Accepted]:
         # Handled at once if taken: from as soon as the store has run the call (early), while
         # the commit that makes it durable is on its way; the 200 waits for that commit.
+        early = early if inbox.starts_early else None
         return store.accept_inbound(
             uuid, group.key, group.members, body, time.time(), jti=jti, take=take, early=early
         )
@@ -122,6 +123,13 @@ class InboxWorker(Worker[InboxItem]):
         self.clock = clock  # what "now" is for ctx.expect (the test kit moves it forward)
         self.daily_limit = daily_limit  # messages a group's answers may cost per UTC day
         self.metrics = metrics or Metrics()
+
+    @property
+    def starts_early(self) -> bool:
+        """Whether a message's handling may start before it is durable (as soon as the store
+        has run its insert). Not with a daily limit: the day's count is read from what is
+        committed, and the answers of the group's message before may not be yet."""
+        return self.daily_limit is None
 
     async def _within_daily_limit(
         self, item: InboxItem, queued: list[OutboxEntry], limit: int

@@ -11,6 +11,8 @@ from bot import Context, handler
 
 # Tests that need a handler to wait set a fresh Event here, and set() it to let it finish.
 gate: asyncio.Event | None = None
+# Set (when a test puts an Event here) once the slow handler has started.
+started: asyncio.Event | None = None
 
 
 @handler("echo")
@@ -21,6 +23,8 @@ async def echo(ctx: Context) -> str:
 @handler("slow")
 async def slow(ctx: Context) -> str:
     assert gate is not None
+    if started is not None:
+        started.set()
     await gate.wait()
     return "done waiting"
 

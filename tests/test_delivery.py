@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from bot.groups import Group
 from bot.models import InboundMessage, parse_inbound
 from bot.store import InboxItem
+from bot.store.sqlite import SqliteStore
 from bot.workers import Worker
 from tests import plugins
 from tests.conftest import Harness, eventually, inbound
@@ -255,3 +259,61 @@ async def test_a_failing_handler_uses_up_the_expectation_it_answered(
 
     assert (failed.route, failed.error) == ("ask", "RuntimeError: no day like that")
     assert later.route is None  # not answered again: the expectation was used up
+
+
+async def yield_to_the_loop(times: int = 10) -> None:
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def poll() -> bool:
+        return check()
+
+    return poll
+
+
+@pytest.mark.parametrize("daily_limit", [None, 100], ids=["no limit", "a daily limit"])
+async def test_a_handler_starts_while_its_message_is_being_committed(
+    start_bot: StartBot, daily_limit: int | None
+) -> None:
+    plugins.gate, plugins.started = asyncio.Event(), asyncio.Event()
+    bot = await start_bot(config_with(SLOW, limits={"daily_messages": daily_limit}))
+    store = bot.runtime.store
+    assert isinstance(store, SqliteStore)
+    # The store's thread, held: a commit under way (of a first unit), then the webhook's
+    # unit runs, then its own commit is held back until we let it go.
+    thread_free, commit_free, commit_held = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_the_commit() -> None:
+        commit_held.set()
+        commit_free.wait()
+
+    try:
+        store._thread.submit(thread_free.wait)
+        first = asyncio.ensure_future(store._unit(lambda db: None))
+        await eventually(holds(lambda: store._committing))
+        body = inbound(GROUP_A[0], "please wait", GROUP_A[1:])
+        answered = asyncio.ensure_future(bot.post_inbound(body))
+        await eventually(holds(lambda: len(store._open) == 1))  # the webhook's, uncommitted
+        store._thread.submit(hold_the_commit)
+        thread_free.set()
+        await first
+        await eventually(holds(commit_held.is_set))  # the webhook's unit has run
+        await yield_to_the_loop()
+
+        with sqlite3.connect(bot.bot.config.sqlite_path) as db:
+            stored = db.execute("SELECT COUNT(*) FROM inbound").fetchone()
+        assert stored == (0,)  # not durable yet
+        assert not answered.done()  # so no 200 yet
+        # Its handler has started meanwhile; with a daily limit (read from what is
+        # committed), not before the message is durable.
+        assert plugins.started.is_set() is (daily_limit is None)
+    finally:
+        thread_free.set()
+        commit_free.set()
+    assert (await answered).status == 200
+    await asyncio.wait_for(plugins.started.wait(), 10)
+    plugins.gate.set()
+    assert {r.body["text"] for r in await bot.api.wait_for_accepted(3)} == {"done waiting"}
+    plugins.started = None

@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -628,11 +629,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
     sqlite_store: SqliteStore, one_write: bool
 ) -> None:
-    def cap(db: sqlite3.Connection) -> None:  # a disk that fills up
-        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-        db.execute(f"PRAGMA max_page_count = {pages + 2}")
-
-    await sqlite_store._unit(cap)
+    await sqlite_store._unit(fill_up)
 
     outcomes = await asyncio.gather(
         sqlite_store._unit(insert_token("small-before"), one_write=one_write),
@@ -675,25 +672,70 @@ async def test_sqlite_tells_a_unit_early_what_it_returned_before_it_returns(
     ]
 
 
+def fill_up(db: sqlite3.Connection) -> None:  # a disk that fills up
+    pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    db.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+
 async def test_sqlite_a_unit_told_early_still_fails_with_its_commit(
     sqlite_store: SqliteStore,
 ) -> None:
-    def cap(db: sqlite3.Connection) -> None:  # a disk that fills up
-        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-        db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    await sqlite_store._unit(fill_up)
+    told: list[None] = []
+    # The thread held while a commit is under way, so that the next units share one
+    # transaction though they reach the thread one at a time.
+    thread_free = threading.Event()
+    sqlite_store._thread.submit(thread_free.wait)
+    first = asyncio.ensure_future(sqlite_store._unit(lambda db: None))
+    await asyncio.sleep(0)
+    small = asyncio.ensure_future(sqlite_store._unit(insert_token("small"), early=told.append))
+    await asyncio.sleep(0)
+    big = asyncio.ensure_future(sqlite_store._unit(insert_token("x" * 1_000_000)))  # FULL
+    await asyncio.sleep(0)
+    thread_free.set()
 
-    await sqlite_store._unit(cap)
+    outcomes = await asyncio.gather(first, small, big, return_exceptions=True)
+
+    assert told == [None]  # it ran, and was told so; then its transaction was lost
+    assert outcomes[0] is None
+    assert all(isinstance(o, sqlite3.Error) for o in outcomes[1:]), outcomes
+    assert await stored_tokens(sqlite_store) == []
+
+
+async def test_sqlite_tells_no_unit_of_a_transaction_already_lost(
+    sqlite_store: SqliteStore,
+) -> None:
+    await sqlite_store._unit(fill_up)
     told: list[None] = []
 
-    outcomes = await asyncio.gather(
+    outcomes = await asyncio.gather(  # one job: the loss is known before anyone is told
         sqlite_store._unit(insert_token("small"), early=told.append),
-        sqlite_store._unit(insert_token("x" * 1_000_000)),  # SQLITE_FULL: all of it goes
+        sqlite_store._unit(insert_token("x" * 1_000_000)),
         return_exceptions=True,
     )
 
-    assert told == [None]  # it ran, and was told so
+    assert told == []
     assert all(isinstance(o, sqlite3.Error) for o in outcomes), outcomes
-    assert await stored_tokens(sqlite_store) == []
+
+
+async def test_sqlite_an_answer_to_a_message_stored_anew_is_refused(
+    sqlite_store: SqliteStore,
+) -> None:
+    # Handled as it was stored (told early); then its commit failed, and Vonage sent it
+    # again, and that was stored: the first handling must not complete the new row.
+    first = (await take_in(sqlite_store, "m1", A)).item
+    assert first is not None
+    await sqlite_store._unit(lambda db: db.execute("DELETE FROM inbound WHERE message_uuid = 'm1'"))
+    again = (await take_in(sqlite_store, "m1", A, at=NOW + 1)).item
+    assert again is not None
+    assert again.attempts == first.attempts
+
+    with pytest.raises(LeaseLost):
+        await sqlite_store.complete_inbound(first, now=NOW + 2, route=None, outbound=[], state=None)
+    await sqlite_store.complete_inbound(again, now=NOW + 2, route=None, outbound=[], state=None)
+    record = await sqlite_store.inbound("m1")
+    assert record is not None
+    assert record.state == "done"
 
 
 async def test_sqlite_a_unit_of_one_write_that_fails_leaves_its_batch_alone(

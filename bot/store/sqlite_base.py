@@ -303,13 +303,14 @@ def _run_units(
     tell: Callable[[], None] | None,
 ) -> None:
     """Each unit in the open transaction (in a savepoint of its own unless it needs none),
-    then `tell` the loop those to be told early; never raises."""
+    then `tell` the loop those to be told early, unless the transaction is lost already (its
+    commit will fail: no work should start from it); never raises."""
     for unit in units:
         try:
             unit.value = _in_transaction(db, unit.work, tx, savepoint=unit.savepoint)
         except Exception as exc:
             unit.failure = exc
-    if tell is not None:
+    if tell is not None and tx.lost is None:
         tell()
 
 

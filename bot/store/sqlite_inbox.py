@@ -133,11 +133,13 @@ class InboxQueries(SqliteBase):
     ) -> list[OutboxItem]:
         def complete(db: sqlite3.Connection) -> tuple[list[OutboxItem], bool]:
             # Fenced by the attempt: if our lease ran out and another claim took the message
-            # over, this outcome is stale and nothing of it is written.
+            # over, this outcome is stale and nothing of it is written. And by the row: a
+            # message handled as it was stored (told early) whose commit then failed is a
+            # new row when Vonage sends it again, with an attempt of its own.
             cursor = db.execute(
                 "UPDATE inbound SET state = ?, route = ?, error = ?, processed_at = ?, "
                 "lease_until = NULL WHERE message_uuid = ? AND state = 'processing' "
-                "AND attempts = ?",
+                "AND attempts = ? AND received_at = ?",
                 (
                     "failed" if error else "done",
                     route,
@@ -145,6 +147,7 @@ class InboxQueries(SqliteBase):
                     now,
                     item.message_uuid,
                     item.attempts,
+                    item.received_at,
                 ),
             )
             if cursor.rowcount != 1:
