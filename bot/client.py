@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import jwt
 import structlog
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 from pydantic import ValidationError
 
 from bot.config import ProviderSettings
@@ -73,12 +74,12 @@ class MessagesClient:
         self.url = settings.api_url.rstrip("/") + "/v1/messages"
         self.timeout_seconds = settings.timeout_seconds
         self._application_id = settings.application_id
-        self._key: RSAPrivateKey | None = None
+        self._key: RSAKey | None = None
         self._basic: str | None = None
         private_key = settings.private_key.get_secret_value()
         api_secret = settings.api_secret.get_secret_value()
         if settings.application_id and private_key:
-            self._key = _load_private_key(private_key, root)
+            self._key = RSAKey.import_key(_load_private_key(private_key, root))
         elif settings.api_key and api_secret:
             pair = f"{settings.api_key}:{api_secret}".encode()
             self._basic = "Basic " + base64.b64encode(pair).decode()
@@ -102,7 +103,8 @@ class MessagesClient:
                 "exp": int(now) + JWT_LIFETIME_SECONDS,
                 "jti": str(uuid.uuid4()),
             }
-            self._token = (now, "Bearer " + jwt.encode(claims, self._key, algorithm="RS256"))
+            token = jwt.encode({"alg": "RS256", "typ": "JWT"}, claims, self._key)
+            self._token = (now, "Bearer " + token)
         return self._token[1]
 
     def _request_head(self, origin: Origin, authorization: str) -> bytes:

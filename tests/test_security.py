@@ -75,13 +75,13 @@ def forged(data: bytes, **changes: Any) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
-        ({"secret": "not-the-secret-at-all-0123456789ab"}, "Signature verification failed"),
+        ({"secret": "not-the-secret-at-all-0123456789ab"}, "signature does not match"),
         ({"payload_hash": hashlib.sha256(b"another body").hexdigest()}, "payload_hash"),
         ({"iat": int(time.time()) - 3600}, "over 300 s"),
-        ({"iat": int(time.time()) + 3600}, "not yet valid"),
-        ({"jti": None}, 'missing the "jti" claim'),
-        ({"payload_hash": None}, 'missing the "payload_hash" claim'),
-        ({"iat": None}, 'missing the "iat" claim'),
+        ({"iat": int(time.time()) + 3600}, "issued in the future"),
+        ({"jti": None}, "Missing claim: 'jti'"),
+        ({"payload_hash": None}, "Missing claim: 'payload_hash'"),
+        ({"iat": None}, "Missing claim: 'iat'"),
         ({"algorithm": "HS512"}, "alg"),
     ],
 )
