@@ -40,6 +40,23 @@ async def test_a_fleet_starting_together_migrates_once(fleet: list[Store]) -> No
     assert versions == [len(POSTGRES_MIGRATIONS)] * 3
 
 
+async def test_the_apis_message_uuid_has_no_unique_index(url: str, fleet: list[Store]) -> None:
+    # Schema v4: a status finds its message by client_ref; the index on the API's id went.
+    conn = await asyncpg.connect(url)
+    try:
+        indexed = await conn.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'outbound' "
+            "AND indexdef LIKE '%(message_uuid)%'"
+        )
+        constraints = await conn.fetch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'outbound'::regclass"
+        )
+    finally:
+        await conn.close()
+    assert indexed == []
+    assert "outbound_client_ref_key" in {row["conname"] for row in constraints}
+
+
 async def test_a_fleet_claiming_at_once_keeps_each_group_in_order_and_once(
     fleet: list[Store],
 ) -> None:
