@@ -36,7 +36,7 @@ class Verified:
 
 class WebhookVerifier:
     """joserfc checks the token (its base64 strictly, HS256 only, the claims Vonage always
-    sends): 15 µs a webhook, where PyJWT 2.15 took 28, most of it checking on every token
+    sends): 17 µs a webhook, where PyJWT 2.15 took 28, most of it checking on every token
     that the key, ours and fixed, is not a PEM, DER or JWK one."""
 
     def __init__(self, secret: str, max_age_seconds: float = 300.0) -> None:

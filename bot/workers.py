@@ -114,10 +114,9 @@ class Worker(ABC, Generic[T]):
         """Await `call(early)`, a store call that may claim work for this process in the
         `reserved` places, and hand what it claimed (`took` of its result) to `run`, or the
         places back if it fails. Handed once, as soon as the store tells the result `early`
-        (its work may start before the result is durable) or else when the call returns;
-        with no places, `early` is None.
-        Also when the caller is cancelled meanwhile: the call goes on, and work claimed for
-        a live process must not wait for its lease to run out."""
+        (its work may start before the result is durable) or else when the call returns
+        (with no places, `early` is None). Also when the caller is cancelled meanwhile: the
+        call goes on, and work claimed for a live process must not wait for its lease."""
         if not reserved:
             return await call(None)
         handed = False
