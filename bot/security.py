@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 import uuid
 import warnings
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, JoseError, SecurityWarning
 from joserfc.jwk import OctKey
+from joserfc.jws import JWSRegistry
 
 from bot.exceptions import BadSignature, Unsigned
 
@@ -46,6 +48,9 @@ class WebhookVerifier:
             # A secret under 14 bytes: said at start, in our words (Bot.warnings: under 32).
             warnings.simplefilter("ignore", SecurityWarning)
             self._key = OctKey.import_key(secret)
+        # HS256 only; a header parameter it does not know is let through (PyJWT let it, and a
+        # new one from Vonage, a key id say, must not refuse every webhook).
+        self._registry = JWSRegistry(algorithms=["HS256"], strict_check_header=False)
         self._claims = jwt.JWTClaimsRegistry(
             leeway=CLOCK_SKEW_SECONDS,
             iat={"essential": True},
@@ -61,18 +66,25 @@ class WebhookVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unsigned("expected Authorization: Bearer <JWT>")
         try:
-            claims = jwt.decode(token.strip(), self._key, algorithms=["HS256"]).claims
+            claims = jwt.decode(token.strip(), self._key, registry=self._registry).claims
             self._claims.validate(claims)
         except JoseError as exc:
             raise BadSignature(f"token does not verify: {_reason(exc)}") from None
+        except (TypeError, ValueError, AttributeError, ArithmeticError):
+            # A shape joserfc does not expect ("crit" not a list, a header that is not an
+            # object, bytes that are not text): checked before the signature, so anyone could
+            # send it. Refused like any bad token, never a 5xx.
+            raise BadSignature("token does not verify: a malformed token") from None
         expected = hashlib.sha256(body).hexdigest().encode()
         # As bytes: compare_digest refuses str with non-ASCII characters, which a token can hold.
-        if not hmac.compare_digest(str(claims["payload_hash"]).encode(), expected):
+        if not hmac.compare_digest(str(claims["payload_hash"]).encode(errors="replace"), expected):
             raise BadSignature("payload_hash does not match the body")
         try:
             iat = float(claims["iat"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise BadSignature("iat: expected a number of seconds") from None
+        if not math.isfinite(iat):
+            raise BadSignature("iat: expected a number of seconds")
         age = (time.time() if now is None else now) - iat
         if age > self.max_age_seconds:
             raise BadSignature(f"token issued {age:.0f} s ago, over {self.max_age_seconds:g} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sqlite3
@@ -223,4 +224,59 @@ def test_a_payload_hash_with_non_ascii_characters_is_refused_not_a_crash() -> No
         algorithm="HS256",
     )
     with pytest.raises(BadSignature, match="payload_hash does not match"):
+        verifier.verify(b"{}", f"Bearer {token}")
+
+
+def unsigned_token(header: object, claims: object) -> str:
+    """A token of any shape, with a signature that cannot be right: what anyone can send."""
+
+    def segment(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"Bearer {segment(header)}.{segment(claims)}.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "HS256", "crit": 5},
+        {"alg": "HS256", "crit": None},
+        {"alg": "HS256", "crit": [[1]]},
+        ["alg"],
+        "alg",
+        {"alg": ["HS256"]},
+        {"alg": None},
+    ],
+)
+def test_a_token_of_any_shape_is_refused_not_a_crash(header: object) -> None:
+    verifier = WebhookVerifier(SIGNATURE_SECRET)
+    with pytest.raises(BadSignature):
+        verifier.verify(b"{}", unsigned_token(header, {"iat": 1, "jti": "j"}))
+
+
+def test_bytes_that_are_not_text_in_the_header_are_refused_not_a_crash() -> None:
+    # aiohttp hands a header's stray bytes over as surrogates.
+    verifier = WebhookVerifier(SIGNATURE_SECRET)
+    with pytest.raises(BadSignature):
+        verifier.verify(b"{}", "Bearer \udc80.e30.e30")
+
+
+def test_a_header_parameter_vonage_might_add_is_let_through() -> None:
+    verifier = WebhookVerifier(SIGNATURE_SECRET)
+    claims = {
+        "iat": int(time.time()),
+        "jti": "j",
+        "payload_hash": hashlib.sha256(b"{}").hexdigest(),
+    }
+    token = jwt.encode(claims, SIGNATURE_SECRET, algorithm="HS256", headers={"kid": "2026-11"})
+    assert verifier.verify(b"{}", f"Bearer {token}").jti == "j"
+
+
+@pytest.mark.parametrize("iat", ["-1e400", "1e400", "NaN"])
+def test_an_iat_out_of_any_range_is_refused_not_a_crash(iat: str) -> None:
+    verifier = WebhookVerifier(SIGNATURE_SECRET)
+    digest = hashlib.sha256(b"{}").hexdigest()
+    payload = f'{{"iat": {iat}, "jti": "j", "payload_hash": "{digest}"}}'.encode()
+    token = jwt.api_jws.encode(payload, SIGNATURE_SECRET, algorithm="HS256")
+    with pytest.raises(BadSignature):
         verifier.verify(b"{}", f"Bearer {token}")
