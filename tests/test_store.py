@@ -691,7 +691,10 @@ async def test_sqlite_a_unit_told_early_still_fails_with_its_commit(
     small = asyncio.ensure_future(sqlite_store._unit(insert_token("small"), early=told.append))
     await asyncio.sleep(0)
     big = asyncio.ensure_future(sqlite_store._unit(insert_token("x" * 1_000_000)))  # FULL
-    await asyncio.sleep(0)
+    for _ in range(10):  # until both have gone to the (held) thread, behind the commit
+        await asyncio.sleep(0)
+    assert len(sqlite_store._open) == 2
+    assert not sqlite_store._queued
     thread_free.set()
 
     outcomes = await asyncio.gather(first, small, big, return_exceptions=True)
