@@ -42,7 +42,6 @@ class WebhookVerifier:
     that the key, ours and fixed, is not a PEM, DER or JWK one."""
 
     def __init__(self, secret: str, max_age_seconds: float = 300.0) -> None:
-        self.secret = secret
         self.max_age_seconds = max_age_seconds
         with warnings.catch_warnings():
             # A secret under 14 bytes: said at start, in our words (Bot.warnings: under 32).

@@ -199,6 +199,15 @@ async def eventually(
         await asyncio.sleep(every)
 
 
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """`eventually` for a condition that needs no awaiting."""
+
+    async def check() -> bool:
+        return condition()
+
+    await eventually(check, within)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[TemporaryPostgres]:
     """One throwaway PostgreSQL server for the whole run; each test takes a new database."""

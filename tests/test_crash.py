@@ -7,7 +7,6 @@ import asyncio
 import signal
 import sqlite3
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from tests.cli_support import (
     wait_healthy,
     write_config,
 )
-from tests.conftest import inbound, merge
+from tests.conftest import inbound, merge, until
 from tests.fakes import FakeMessagesApi
 
 MEMBERS = ["11234567891", "11234567892", "11234567893"]
@@ -84,14 +83,6 @@ def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
         return connection.execute(sql, args).fetchall()
 
 
-async def until(check: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
-
-
 def config(tmp_path: Path, api: FakeMessagesApi, private_pem: str, **extra: Any) -> Path:
     base = {
         **vonage(api, private_pem),
@@ -110,7 +101,7 @@ async def test_killed_while_the_handler_runs_the_message_is_answered_after_resta
     body = inbound(MEMBERS[0], "stall", MEMBERS[1:])
     async with run(path, env={"GROUPBOT_TEST_STALL": "1"}) as first:
         assert await first.post(body) == 200
-        await until(lambda: rows(db, "SELECT state FROM inbound") == [("processing",)])
+        await until(lambda: rows(db, "SELECT state FROM inbound") == [("processing",)], within=10)
         await first.kill()
     assert fake_api.attempts == []
 

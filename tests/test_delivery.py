@@ -17,7 +17,7 @@ from bot.store import InboxItem
 from bot.store.sqlite import SqliteStore
 from bot.workers import Worker
 from tests import plugins
-from tests.conftest import Harness, eventually, inbound
+from tests.conftest import Harness, eventually, inbound, until
 from tests.test_end_to_end import config_with, processed
 
 StartBot = Callable[..., Awaitable[Harness]]
@@ -270,13 +270,6 @@ def stores_a_webhook(unit: Any) -> bool:
     return bool(unit.work.__qualname__.endswith("accept_inbound.<locals>.accept"))
 
 
-def holds(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def poll() -> bool:
-        return check()
-
-    return poll
-
-
 @pytest.mark.parametrize("daily_limit", [None, 100], ids=["no limit", "a daily limit"])
 async def test_a_handler_starts_while_its_message_is_being_committed(
     start_bot: StartBot, daily_limit: int | None
@@ -290,10 +283,8 @@ async def test_a_handler_starts_while_its_message_is_being_committed(
     for worker in (bot.runtime.inbox, bot.runtime.outbox):
         worker.poll_seconds = 3600
         worker.wake()
-    await eventually(
-        holds(
-            lambda: not bot.runtime.inbox._maybe_waiting and not bot.runtime.outbox._maybe_waiting
-        )
+    await until(
+        lambda: not bot.runtime.inbox._maybe_waiting and not bot.runtime.outbox._maybe_waiting
     )
     # The store's thread, held: a commit under way (of a first unit), then the webhook's
     # unit runs, then its own commit is held back until we let it go.
@@ -306,14 +297,14 @@ async def test_a_handler_starts_while_its_message_is_being_committed(
     try:
         store._thread.submit(thread_free.wait)
         first = asyncio.ensure_future(store._unit(lambda db: None))
-        await eventually(holds(lambda: store._committing))
+        await until(lambda: store._committing)
         body = inbound(GROUP_A[0], "please wait", GROUP_A[1:])
         answered = asyncio.ensure_future(bot.post_inbound(body))
-        await eventually(holds(lambda: any(map(stores_a_webhook, store._open))))  # uncommitted
+        await until(lambda: any(map(stores_a_webhook, store._open)))  # uncommitted
         store._thread.submit(hold_the_commit)
         thread_free.set()
         await first
-        await eventually(holds(commit_held.is_set))  # the webhook's unit has run
+        await until(commit_held.is_set)  # the webhook's unit has run
         await yield_to_the_loop()
 
         with sqlite3.connect(bot.bot.config.sqlite_path) as db:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bot.transport import MAX_ANSWER_BYTES, NoAnswer, Origin
-from tests.conftest import eventually
+from tests.conftest import until
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -109,13 +109,6 @@ async def raw_server() -> AsyncIterator[Callable[[Serve], Awaitable[RawServer]]]
     yield start
     for server in servers:
         await server.stop()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async def check() -> bool:
-        return condition()
-
-    await eventually(check)
 
 
 # -- the request and the answer ------------------------------------------------------------
