@@ -5,16 +5,21 @@ Starts, each as its own process on loopback: a fake Messages API (this file with
 baseline (bench/baseline_bot.py: hand-written aiohttp, no framework, no store, no signature
 check) and groupbot (`python -m bot run`, Vonage provider, signatures verified, SQLite store,
 no rate limit, one template route answering "ping"). This process posts N signed webhooks
-("ping <message_uuid>" from a 3-member group, a different group each) at concurrency C and
-waits until the fake API has seen 3 * N messages or the deadline passes. It prints inbound
-webhooks per second (N over the time from the first webhook sent to the last member message
-received), the webhook answer latency, the webhook-to-last-member-message latency, the bot
-process's peak RSS, and its CPU time (user and system, all threads) per webhook: on a shared,
-noisy machine the steadiest figure to compare two versions by (with --postgres, that of the
-two bot processes: the server's own is not counted). With two cores or more, the bot is
-pinned to core 0 and this process and the fake API to core 1.
+("ping <message_uuid>" from a 3-member group, a different group each) at concurrency C (or,
+with --rate R, R a second on a fixed schedule) and waits until the fake API has seen 3 * N
+messages or the deadline passes. It prints inbound webhooks per second (N over the time from
+the first webhook sent to the last member message received), the webhook answer latency, the
+webhook-to-last-member-message latency, the bot process's peak RSS, and its CPU time (user
+and system, all threads) per webhook: on a shared, noisy machine the steadiest figure to
+compare two versions by (with --postgres, that of the two bot processes: the server's own is
+not counted). With two cores or more, the bot is pinned to core 0 and this process and the
+fake API to core 1.
 
-    .venv/bin/python bench/e2e.py [--n 3000] [--c 32]
+    .venv/bin/python bench/e2e.py [--n 3000] [--c 32 | --rate R] [--postgres] [--python PATH]
+
+C in flight drives each bot as fast as it goes: its answer then takes C / its rate (Little's
+law), so the latencies are those of a saturated bot. --rate R measures them at a load below
+that, as Vonage would post a steady stream.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from tests.postgres import TemporaryPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
+OPEN_LOOP_CONNECTIONS = 1024  # with --rate: webhooks in flight at most, as many as are due
 BOT = "11234567890"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 START_SECONDS = 30.0  # most a process may take to answer its readiness check
@@ -212,6 +218,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclass(frozen=True)
+class Load:
+    """How webhooks are posted: `concurrency` in flight (closed loop), or, with `rate`, that
+    many a second whatever the answers (open loop)."""
+
+    concurrency: int
+    rate: float | None = None
+
+    def __str__(self) -> str:
+        if self.rate is None:
+            return f"concurrency {self.concurrency}"
+        return f"{self.rate:g} a second (open loop)"
+
+
 @contextlib.contextmanager
 def instrument_gc_off() -> Iterator[None]:
     """No garbage collection in the driver while it drives: a full collection of its
@@ -226,32 +246,48 @@ def instrument_gc_off() -> Iterator[None]:
 
 
 async def drive(
-    urls: list[str], requests: list[tuple[str, bytes, dict[str, str]]], concurrency: int
+    urls: list[str], requests: list[tuple[str, bytes, dict[str, str]]], load: Load
 ) -> tuple[list[float], list[float], list[int]]:
-    """Post every webhook, `concurrency` at a time, round-robin over `urls` (as a load
-    balancer would): send times, answer times, statuses."""
-    sent = [0.0] * len(requests)
-    answered = [0.0] * len(requests)
-    statuses = [0] * len(requests)
-    pending = iter(range(len(requests)))
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    """Post every webhook, round-robin over `urls` (as a load balancer would): send times,
+    answer times, statuses. Closed loop by default, `load.concurrency` at a time, each posted as
+    one is answered; with `load.rate`, open loop: webhook i is due at start + i / rate whatever
+    the answers, as Vonage posts them, and its send time is when it was due, so a driver
+    held up by a slow bot counts the wait as the bot's (no coordinated omission)."""
+    n, rate = len(requests), load.rate
+    sent, answered, statuses = [0.0] * n, [0.0] * n, [0] * n
+    connections = load.concurrency if rate is None else OPEN_LOOP_CONNECTIONS
+    connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def worker() -> None:
-            for i in pending:
-                _, body, headers = requests[i]
-                sent[i] = time.monotonic()
-                url = urls[i % len(urls)]
-                try:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        statuses[i] = response.status
-                except (aiohttp.ClientError, TimeoutError):
-                    statuses[i] = -1
-                answered[i] = time.monotonic()
+        async def post(i: int) -> None:
+            _, body, headers = requests[i]
+            try:
+                async with session.post(urls[i % len(urls)], data=body, headers=headers) as answer:
+                    await answer.read()
+                    statuses[i] = answer.status
+            except (aiohttp.ClientError, TimeoutError):
+                statuses[i] = -1
+            answered[i] = time.monotonic()
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if rate is None:
+            pending = iter(range(n))
+
+            async def worker() -> None:
+                for i in pending:
+                    sent[i] = time.monotonic()
+                    await post(i)
+
+            await asyncio.gather(*(worker() for _ in range(load.concurrency)))
+        else:
+            start = time.monotonic() + 0.05
+
+            async def due(i: int) -> None:
+                sent[i] = start + i / rate
+                await asyncio.sleep(sent[i] - time.monotonic())
+                await post(i)
+
+            await asyncio.gather(*(due(i) for i in range(n)))
     return sent, answered, statuses
 
 
@@ -260,7 +296,7 @@ async def run_one(
     commands: list[tuple[list[str], int]],
     api_url: str,
     requests: list[tuple[str, bytes, dict[str, str]]],
-    concurrency: int,
+    load: Load,
     deadline_seconds: float,
     log: Path,
 ) -> Result:
@@ -286,7 +322,7 @@ async def run_one(
             urls = [f"http://127.0.0.1:{port}/webhooks/inbound" for _, port in commands]
             with instrument_gc_off():
                 sent, answered, statuses = await asyncio.wait_for(
-                    drive(urls, requests, concurrency), deadline_seconds
+                    drive(urls, requests, load), deadline_seconds
                 )
             while time.monotonic() < deadline:
                 async with control.get(api_url + "/count") as response:
@@ -365,7 +401,7 @@ def write_config(folder: Path, api_url: str, secret: str, storage: str | None = 
     return path
 
 
-def show(results: list[Result]) -> None:
+def show(results: list[Result], load: Load) -> None:
     print(
         f"{'system':<10}{'done':>12}{'inbound/s':>11}{'answer p50':>12}{'p99 ms':>8}"
         f"{'last member p50':>17}{'p99 ms':>8}{'peak MB':>9}{'CPU µs/msg':>12}"
@@ -380,7 +416,7 @@ def show(results: list[Result]) -> None:
         )
     by_name = {r.system: r for r in results}
     base, ours = by_name.get("baseline"), by_name.get("groupbot")
-    if base and ours and base.inbound_per_second:
+    if base and ours and base.inbound_per_second and load.rate is None:  # open loop: both ~R
         ratio = ours.inbound_per_second / base.inbound_per_second
         print(f"throughput groupbot / baseline: {ratio:.3f}")
     for r in results:
@@ -395,7 +431,7 @@ def show(results: list[Result]) -> None:
             print(f"{r.system}: " + "; ".join(problems))
 
 
-async def main(n: int, concurrency: int, deadline: float, postgres: bool) -> None:
+async def main(n: int, load: Load, deadline: float, postgres: bool, python: str) -> None:
     cores = os.cpu_count() or 1
     pin_bot: list[str] = []
     pin_rest: list[str] = []
@@ -433,10 +469,10 @@ async def main(n: int, concurrency: int, deadline: float, postgres: bool) -> Non
                 await wait_ready(control, api_url + "/count", api)
             for system, processes in systems:
                 log = folder / f"{system.replace(' ', '-')}.log"
-                commands = [([*pin_bot, PYTHON, *args], p) for args, p in processes]
+                commands = [([*pin_bot, python, *args], p) for args, p in processes]
                 try:
                     result = await run_one(
-                        system, commands, api_url, webhooks(n, secret), concurrency, deadline, log
+                        system, commands, api_url, webhooks(n, secret), load, deadline, log
                     )
                 except (RuntimeError, TimeoutError) as exc:
                     tail = log.read_text(errors="replace")[-2000:]
@@ -447,19 +483,29 @@ async def main(n: int, concurrency: int, deadline: float, postgres: bool) -> Non
             await stop(api)
             if server is not None:
                 server.remove()
-    print(f"N={n} webhooks, concurrency {concurrency}, {cores} cores"
+    print(f"N={n} webhooks, {load}, {cores} cores"
           + (" (bots on core 0, driver and fake API on core 1)" if cores > 1 else ""))  # fmt: skip
-    show(results)
+    show(results, load)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000, help="webhooks to send (default 3000)")
     parser.add_argument("--c", type=int, default=32, help="webhooks in flight (default 32)")
+    parser.add_argument(
+        "--rate", type=float, metavar="R",
+        help="open loop: R webhooks a second, on schedule, instead of C in flight",
+    )  # fmt: skip
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds per system")
     parser.add_argument(
         "--postgres", action="store_true",
         help="also run two groupbot processes on one PostgreSQL (a throwaway server)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--python", default=PYTHON, metavar="PATH",
+        help="the Python both bots run on, from the project's root (default: the project's "
+        ".venv, which holds the development tools too); a virtualenv with groupbot's runtime "
+        "dependencies alone measures peak memory as deployed",
     )  # fmt: skip
     parser.add_argument("--fake-api", type=int, metavar="PORT", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -470,4 +516,8 @@ if __name__ == "__main__":
         web.run_app(fake_api_app(), host="127.0.0.1", port=options.fake_api, print=None,
                     access_log=None)  # fmt: skip
     else:
-        asyncio.run(main(max(1, options.n), max(1, options.c), options.deadline, options.postgres))
+        rate = options.rate if options.rate and options.rate > 0 else None
+        load = Load(max(1, options.c), rate)
+        asyncio.run(
+            main(max(1, options.n), load, options.deadline, options.postgres, options.python)
+        )

@@ -42,6 +42,20 @@ def test_the_end_to_end_benchmark_runs_every_system_and_prints_every_figure() ->
     assert "failed" not in run.stderr
 
 
+def test_the_end_to_end_benchmark_posts_on_schedule_with_a_rate() -> None:
+    rate = 200
+    run = bench("bench/e2e.py", "--n", str(N), "--rate", str(rate), timeout=120)
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"N={N} webhooks, {rate} a second (open loop)")
+    header = next(line for line in lines if line.startswith("system"))
+    rows = {line[:10].strip(): line[10:].split() for line in lines[lines.index(header) + 1 :]}
+    assert set(rows) == {"baseline", "groupbot"}  # and no throughput ratio: both run at R
+    for system, (done, per_second, *_) in rows.items():
+        assert done == f"{N}/{N}", system
+        # N webhooks over (N - 1) / R seconds, plus the last one's answer
+        assert 0.5 * rate < float(per_second) < 1.05 * rate * N / (N - 1), system
+
+
 def test_the_store_benchmark_records_every_answer_and_prints_every_figure() -> None:
     lines = bench("bench/store.py", "--n", "100", timeout=120).stdout.splitlines()
     header = next(line for line in lines if line.startswith("system"))
