@@ -625,6 +625,21 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await store.close()
 
 
+async def test_sqlite_checkpoints_its_wal_every_10_000_pages_not_every_1_000(
+    sqlite_store: SqliteStore,
+) -> None:
+    page = await sqlite_store._read(lambda db: int(db.execute("PRAGMA page_size").fetchone()[0]))
+    wal = Path(f"{sqlite_store.path}-wal")
+    # About 3,000 pages, in commits of their own (one after another): at SQLite's default
+    # the WAL would be checkpointed after 1,000 and written again from its start.
+    for n in range(24):
+        await sqlite_store._unit(insert_token(f"{n}:" + "x" * 500_000))
+
+    size = (await asyncio.to_thread(wal.stat)).st_size
+    assert size > 2_500 * page  # no checkpoint has started it over
+    assert len(await stored_tokens(sqlite_store)) == 24
+
+
 @pytest.mark.parametrize("one_write", [False, True], ids=["in savepoints", "one write each"])
 async def test_sqlite_fails_every_unit_of_a_transaction_that_sqlite_rolled_back(
     sqlite_store: SqliteStore, one_write: bool
