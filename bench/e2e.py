@@ -30,6 +30,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -226,6 +227,18 @@ class Load:
     concurrency: int
     rate: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency: expected at least 1, got {self.concurrency}")
+        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+            raise ValueError(
+                f"rate: expected a number of webhooks a second above 0, got {self.rate}"
+            )
+
+    def posting_seconds(self, n: int) -> float:
+        """How long posting N webhooks takes at the least: in open loop, their schedule."""
+        return 0.0 if self.rate is None else (n - 1) / self.rate
+
     def __str__(self) -> str:
         if self.rate is None:
             return f"concurrency {self.concurrency}"
@@ -233,7 +246,7 @@ class Load:
 
 
 @contextlib.contextmanager
-def instrument_gc_off() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """No garbage collection in the driver while it drives: a full collection of its
     thousands of prepared webhooks stops it for milliseconds, late to post and to note
     answers, and that pause would be counted as the bot's latency."""
@@ -280,14 +293,16 @@ async def drive(
 
             await asyncio.gather(*(worker() for _ in range(load.concurrency)))
         else:
-            start = time.monotonic() + 0.05
-
-            async def due(i: int) -> None:
+            # One loop posts each webhook when it is due, so that a run of any N starts on
+            # time (a task for each, made up front, would be late by the time it takes to
+            # make them all).
+            posting: list[asyncio.Task[None]] = []
+            start = time.monotonic()
+            for i in range(n):
                 sent[i] = start + i / rate
                 await asyncio.sleep(sent[i] - time.monotonic())
-                await post(i)
-
-            await asyncio.gather(*(due(i) for i in range(n)))
+                posting.append(asyncio.create_task(post(i)))
+            await asyncio.gather(*posting)
     return sent, answered, statuses
 
 
@@ -311,16 +326,19 @@ async def run_one(
             with log.open("wb") as stderr:
                 for command, _ in commands:
                     processes.append(
+                        # From the project's root: `-m bot` is this tree's code, whichever
+                        # Python (--python) runs it.
                         await asyncio.create_subprocess_exec(
-                            *command, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
+                            *command, stdout=asyncio.subprocess.DEVNULL, stderr=stderr, cwd=ROOT
                         )
                     )
             for process, (_, port) in zip(processes, commands, strict=True):
                 await wait_ready(control, f"http://127.0.0.1:{port}/readyz", process)
             cpu_at_start = sum(cpu_seconds(process.pid) for process in processes)
+            deadline_seconds += load.posting_seconds(n)
             deadline = time.monotonic() + deadline_seconds
             urls = [f"http://127.0.0.1:{port}/webhooks/inbound" for _, port in commands]
-            with instrument_gc_off():
+            with gc_paused():
                 sent, answered, statuses = await asyncio.wait_for(
                     drive(urls, requests, load), deadline_seconds
                 )
@@ -491,21 +509,25 @@ async def main(n: int, load: Load, deadline: float, postgres: bool, python: str)
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000, help="webhooks to send (default 3000)")
-    parser.add_argument("--c", type=int, default=32, help="webhooks in flight (default 32)")
-    parser.add_argument(
+    load_options = parser.add_mutually_exclusive_group()
+    load_options.add_argument("--c", type=int, default=32, help="webhooks in flight (default 32)")
+    load_options.add_argument(
         "--rate", type=float, metavar="R",
         help="open loop: R webhooks a second, on schedule, instead of C in flight",
     )  # fmt: skip
-    parser.add_argument("--deadline", type=float, default=120.0, help="seconds per system")
+    parser.add_argument(
+        "--deadline", type=float, default=120.0,
+        help="seconds per system (default 120), besides the time a --rate schedule takes",
+    )  # fmt: skip
     parser.add_argument(
         "--postgres", action="store_true",
         help="also run two groupbot processes on one PostgreSQL (a throwaway server)",
     )  # fmt: skip
     parser.add_argument(
         "--python", default=PYTHON, metavar="PATH",
-        help="the Python both bots run on, from the project's root (default: the project's "
-        ".venv, which holds the development tools too); a virtualenv with groupbot's runtime "
-        "dependencies alone measures peak memory as deployed",
+        help="the Python both bots run on, this tree's code from its root (default: the "
+        "project's .venv, which holds the development tools too); a virtualenv with groupbot's "
+        "runtime dependencies alone measures peak memory as deployed",
     )  # fmt: skip
     parser.add_argument("--fake-api", type=int, metavar="PORT", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -516,8 +538,10 @@ if __name__ == "__main__":
         web.run_app(fake_api_app(), host="127.0.0.1", port=options.fake_api, print=None,
                     access_log=None)  # fmt: skip
     else:
-        rate = options.rate if options.rate and options.rate > 0 else None
-        load = Load(max(1, options.c), rate)
-        asyncio.run(
-            main(max(1, options.n), load, options.deadline, options.postgres, options.python)
-        )
+        if options.n < 1:
+            parser.error(f"--n: expected at least 1 webhook, got {options.n}")
+        try:
+            load = Load(options.c, options.rate)
+        except ValueError as exc:
+            parser.error(str(exc))
+        asyncio.run(main(options.n, load, options.deadline, options.postgres, options.python))

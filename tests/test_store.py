@@ -630,8 +630,9 @@ async def test_sqlite_checkpoints_its_wal_every_10_000_pages_not_every_1_000(
 ) -> None:
     page = await sqlite_store._read(lambda db: int(db.execute("PRAGMA page_size").fetchone()[0]))
     wal = Path(f"{sqlite_store.path}-wal")
-    # About 3,000 pages, in commits of their own (one after another): at SQLite's default
-    # the WAL would be checkpointed after 1,000 and written again from its start.
+    # About 6,000 pages (each token is written twice: its row and its key's index), in
+    # commits of their own: at SQLite's default the WAL would be checkpointed after 1,000
+    # pages and written again from its start.
     for n in range(24):
         await sqlite_store._unit(insert_token(f"{n}:" + "x" * 500_000))
 
