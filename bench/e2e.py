@@ -231,9 +231,7 @@ class Load:
         if self.concurrency < 1:
             raise ValueError(f"concurrency: expected at least 1, got {self.concurrency}")
         if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValueError(
-                f"rate: expected a number of webhooks a second above 0, got {self.rate}"
-            )
+            raise ValueError(f"rate: expected a finite number above 0, got {self.rate}")
 
     def posting_seconds(self, n: int) -> float:
         """How long posting N webhooks takes at the least: in open loop, their schedule."""
@@ -419,7 +417,9 @@ def write_config(folder: Path, api_url: str, secret: str, storage: str | None = 
     return path
 
 
-def show(results: list[Result], load: Load) -> None:
+def show(results: list[Result], load: Load) -> int:
+    """Print the table; return how many systems fell short (a webhook refused, a member
+    message missing or wrong)."""
     print(
         f"{'system':<10}{'done':>12}{'inbound/s':>11}{'answer p50':>12}{'p99 ms':>8}"
         f"{'last member p50':>17}{'p99 ms':>8}{'peak MB':>9}{'CPU µs/msg':>12}"
@@ -437,6 +437,7 @@ def show(results: list[Result], load: Load) -> None:
     if base and ours and base.inbound_per_second and load.rate is None:  # open loop: both ~R
         ratio = ours.inbound_per_second / base.inbound_per_second
         print(f"throughput groupbot / baseline: {ratio:.3f}")
+    short = 0
     for r in results:
         problems = []
         if r.answered_ok != r.webhooks:
@@ -447,9 +448,12 @@ def show(results: list[Result], load: Load) -> None:
             problems.append(f"{r.wrong_members} messages to the wrong members or unknown")
         if problems:
             print(f"{r.system}: " + "; ".join(problems))
+            short += 1
+    return short
 
 
-async def main(n: int, load: Load, deadline: float, postgres: bool, python: str) -> None:
+async def main(n: int, load: Load, deadline: float, postgres: bool, python: str) -> int:
+    """Run every system; return how many failed or fell short (0: all measured)."""
     cores = os.cpu_count() or 1
     pin_bot: list[str] = []
     pin_rest: list[str] = []
@@ -503,21 +507,47 @@ async def main(n: int, load: Load, deadline: float, postgres: bool, python: str)
                 server.remove()
     print(f"N={n} webhooks, {load}, {cores} cores"
           + (" (bots on core 0, driver and fake API on core 1)" if cores > 1 else ""))  # fmt: skip
-    show(results, load)
+    return show(results, load) + len(systems) - len(results)
+
+
+def at_least_one(text: str) -> int:
+    """An option's whole number of 1 or more (argparse names the option when it is not)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {number}")
+    return number
+
+
+def above_zero(text: str) -> float:
+    """An option's finite number above 0."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
+    return number
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=3000, help="webhooks to send (default 3000)")
+    parser.add_argument(
+        "--n", type=at_least_one, default=3000, help="webhooks to send (default 3000)"
+    )
     load_options = parser.add_mutually_exclusive_group()
-    load_options.add_argument("--c", type=int, default=32, help="webhooks in flight (default 32)")
     load_options.add_argument(
-        "--rate", type=float, metavar="R",
+        "--c", type=at_least_one, default=32, help="webhooks in flight (default 32)"
+    )
+    load_options.add_argument(
+        "--rate", type=above_zero, metavar="R",
         help="open loop: R webhooks a second, on schedule, instead of C in flight",
     )  # fmt: skip
     parser.add_argument(
-        "--deadline", type=float, default=120.0,
-        help="seconds per system (default 120), besides the time a --rate schedule takes",
+        "--deadline", type=above_zero, default=120.0, metavar="SECONDS",
+        help="for each system (default 120), besides the time a --rate schedule takes",
     )  # fmt: skip
     parser.add_argument(
         "--postgres", action="store_true",
@@ -538,10 +568,8 @@ if __name__ == "__main__":
         web.run_app(fake_api_app(), host="127.0.0.1", port=options.fake_api, print=None,
                     access_log=None)  # fmt: skip
     else:
-        if options.n < 1:
-            parser.error(f"--n: expected at least 1 webhook, got {options.n}")
-        try:
-            load = Load(options.c, options.rate)
-        except ValueError as exc:
-            parser.error(str(exc))
-        asyncio.run(main(options.n, load, options.deadline, options.postgres, options.python))
+        load = Load(options.c, options.rate)
+        failed = asyncio.run(
+            main(options.n, load, options.deadline, options.postgres, options.python)
+        )
+        sys.exit(1 if failed else 0)  # a system failed or fell short: nothing to compare

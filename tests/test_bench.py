@@ -56,6 +56,18 @@ def test_the_end_to_end_benchmark_posts_on_schedule_with_a_rate() -> None:
         assert 0.5 * rate < float(per_second) < 1.05 * rate * N / (N - 1), system
 
 
+def test_the_end_to_end_benchmark_fails_when_a_bot_cannot_start(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-python"
+    run = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, "bench/e2e.py", "--n", "5", "--python", str(missing)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert run.returncode == 1  # not a table of nothing that reads as a result
+    assert "baseline: failed" in run.stderr
+    assert "groupbot: failed" in run.stderr
+
+
 def test_the_store_benchmark_records_every_answer_and_prints_every_figure() -> None:
     lines = bench("bench/store.py", "--n", "100", timeout=120).stdout.splitlines()
     header = next(line for line in lines if line.startswith("system"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -623,6 +624,29 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     store = await SqliteStore.open(tmp_path / "bot.db")
     yield store
     await store.close()
+
+
+async def test_sqlite_a_new_database_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "bot.db"
+    store = await SqliteStore.open(path)
+    try:
+        await store._unit(insert_token("one"))  # the WAL and its index exist from here
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        modes = {file.name: stat.S_IMODE(file.stat().st_mode) for file in files}
+    finally:
+        await store.close()
+
+    assert modes == {"bot.db": 0o600, "bot.db-wal": 0o600, "bot.db-shm": 0o600}
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+async def test_sqlite_an_existing_database_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    path.touch(mode=0o640)  # the operator's choice (a group that reads backups, say)
+    path.chmod(0o640)
+    await (await SqliteStore.open(path)).close()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 async def test_sqlite_checkpoints_its_wal_every_10_000_pages_not_every_1_000(

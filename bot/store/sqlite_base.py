@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,7 +80,8 @@ class SqliteBase:
 
     @classmethod
     async def open(cls, path: Path) -> Self:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _create_private(path)
         thread = ThreadPoolExecutor(1, thread_name_prefix="groupbot-sqlite")
 
         def connect() -> sqlite3.Connection:
@@ -436,6 +438,16 @@ def _touch_group(db: sqlite3.Connection, group_key: str, members: Sequence[str],
         (group_key, json.dumps(list(members)), now, now),
     ).fetchone()
     return str(row[0])
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file, if it is new, readable by its owner alone: it holds customers'
+    numbers and messages. SQLite gives its `-wal` and `-shm` files the same permissions."""
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)  # an empty file is an empty database
 
 
 def _insert_outbound(
