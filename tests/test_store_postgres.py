@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 
 from bot.groups import Group
-from bot.store import Store, open_store
+from bot.store import Store, Take, open_store
 from bot.store.schema import POSTGRES_MIGRATIONS
 from tests.conftest import eventually
 from tests.postgres import TemporaryPostgres
-from tests.test_store import A, accept, planned
+from tests.test_store import A, accept, planned, take_in
 
 NOW = 1_000_000.0
 
@@ -210,3 +210,47 @@ async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
     assert logged().count("INSERT INTO inbound") == 5
     assert "pg_advisory_unlock_all" not in logged()
     assert "RESET ALL" not in logged()
+
+
+async def test_a_warm_store_has_its_connections_open_and_its_types_known_before_any_message(
+    postgres: TemporaryPostgres, url: str, tmp_path: Path
+) -> None:
+    """asyncpg asks the server what the array types a statement binds are, once a connection
+    (a query of the catalogue, `typeinfo_tree`): `groupbot run`'s store opens all its pooled
+    connections at start and asks each then, so that no message waits for it."""
+    server_log = postgres.folder / "log"
+    database = url.rpartition("/")[2]
+    admin = await asyncpg.connect(postgres.url())
+    try:
+        await admin.execute(f"ALTER DATABASE {database} SET log_statement = 'all'")
+    finally:
+        await admin.close()
+    store = await open_store(url, root=tmp_path, pool_size=3, warm=True)
+    try:
+        opened = store._pool.get_size()  # type: ignore[attr-defined]
+        ready = server_log.stat().st_size
+
+        async def answered(n: int) -> None:  # the answers queued and taken in one statement
+            group = Group((f"1202555{n:04d}", f"1303555{n:04d}", f"1404555{n:04d}"))
+            item = (await take_in(store, f"m{n}", group)).item
+            assert item is not None
+            await store.complete_inbound(
+                item, now=NOW, route="r", outbound=planned(f"m{n}", group), state=None,
+                take=Take(3, 60),
+            )  # fmt: skip
+
+        await asyncio.gather(*(answered(n) for n in range(6)))  # on every connection
+    finally:
+        await store.close()
+
+    def logged() -> str:
+        with server_log.open("rb") as log:
+            log.seek(ready)
+            return log.read().decode(errors="replace")
+
+    async def written() -> bool:  # the server writes its log as it goes
+        return logged().count("INSERT INTO outbound") >= 6
+
+    await eventually(written)
+    assert opened == 3
+    assert "typeinfo_tree" not in logged()

@@ -408,9 +408,10 @@ def _why(url: str, exc: Exception) -> str:
     return f"{without_password(url)}: {type(exc).__name__}: {exc}"
 
 
-async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
+async def open_store(url: str, *, root: Path, pool_size: int = 10, warm: bool = False) -> Store:
     """Open (and create or upgrade) the store at `url`, relative paths against `root`;
-    StoreUnavailable, naming it (its password hidden), when that fails."""
+    StoreUnavailable, naming it (its password hidden), when that fails. `warm`: for a
+    long-running process, PostgreSQL's connections are all opened now (SQLite has one)."""
     if url.startswith("sqlite:///"):
         from bot.store.sqlite import SqliteStore
 
@@ -420,7 +421,7 @@ async def open_store(url: str, *, root: Path, pool_size: int = 10) -> Store:
             from bot.store.postgres import PostgresStore
         except ImportError as exc:  # asyncpg is an extra
             raise ValueError(NEEDS_ASYNCPG) from exc
-        opening = PostgresStore.open(url, pool_size=pool_size)
+        opening = PostgresStore.open(url, pool_size=pool_size, warm=warm)
     else:
         raise ValueError(
             "storage.url: unsupported scheme; expected sqlite:///PATH or postgresql://..."

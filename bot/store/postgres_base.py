@@ -48,6 +48,14 @@ CONNECT_SECONDS = 5.0  # a database that does not answer is reported, not waited
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # the LISTEN connection's backoff when lost
 
 
+async def _learn_array_types(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Run on each new connection: asyncpg asks the server, once a connection, what the array
+    types a statement binds are (a query of the catalogue, 10 to 50 ms while a fleet starts),
+    and the store binds float8[] and int[] (queuing a webhook's answers, `_insert_outbound`).
+    Asked here, that is not paid by the first messages each connection carries."""
+    await conn.fetchval("SELECT cardinality($1::float8[]) + cardinality($2::int[])", [], [])
+
+
 async def _keep_session(_: asyncpg.Connection[asyncpg.Record]) -> None:
     """What a connection given back to the pool needs reset: nothing. asyncpg's default
     (unlock advisory locks, close cursors, UNLISTEN, RESET ALL) costs a round trip a unit of
@@ -75,9 +83,16 @@ class PostgresBase:
         self.owner = this_process()  # who holds a claim; see release_orphans
 
     @classmethod
-    async def open(cls, dsn: str, *, pool_size: int = 10) -> Self:
+    async def open(cls, dsn: str, *, pool_size: int = 10, warm: bool = False) -> Self:
+        """`warm`: open all `pool_size` connections now, as a long-running process wants
+        (not while the first webhooks wait for them); else one, and more as work asks."""
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=pool_size, timeout=CONNECT_SECONDS, reset=_keep_session
+            dsn,
+            min_size=pool_size if warm else 1,
+            max_size=pool_size,
+            timeout=CONNECT_SECONDS,
+            reset=_keep_session,
+            init=_learn_array_types,
         )
         store = cls(pool, dsn)
         try:
