@@ -227,12 +227,6 @@ class Load:
     concurrency: int
     rate: float | None = None
 
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency: expected at least 1, got {self.concurrency}")
-        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValueError(f"rate: expected a finite number above 0, got {self.rate}")
-
     def posting_seconds(self, n: int) -> float:
         """How long posting N webhooks takes at the least: in open loop, their schedule."""
         return 0.0 if self.rate is None else (n - 1) / self.rate
@@ -496,7 +490,7 @@ async def main(n: int, load: Load, deadline: float, postgres: bool, python: str)
                     result = await run_one(
                         system, commands, api_url, webhooks(n, secret), load, deadline, log
                     )
-                except (RuntimeError, TimeoutError) as exc:
+                except (RuntimeError, TimeoutError, OSError) as exc:  # OSError: no such Python
                     tail = log.read_text(errors="replace")[-2000:]
                     print(f"{system}: failed: {exc!r}\n{tail}", file=sys.stderr)
                     continue

@@ -193,7 +193,7 @@ async def running(
     config = bot.config
     provider = make_provider(bot)
     store = await open_store(
-        config.storage.url, root=config.root, pool_size=config.storage.pool_size, warm=True
+        config.storage.url, root=config.root, pool_size=config.storage.pool_size, warm=workers
     )
     if freed := await store.release_orphans():
         log.warning("claims_released", count=freed)  # left by a process that was killed

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable
 from glob import glob
 from pathlib import Path
 
@@ -84,6 +85,28 @@ class TemporaryPostgres:
         name = f"t_{uuid.uuid4().hex[:12]}"
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return self.url(name)
+
+    def log_statements(self, url: str) -> None:
+        """Have the server log every statement run on `url`'s database, by connections opened
+        from now on."""
+        database = url.rpartition("/")[2]
+        self._run(
+            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q",
+            "-c", f"ALTER DATABASE {database} SET log_statement = 'all'",
+        )  # fmt: skip
+
+    def logged_from_here(self) -> Callable[[], str]:
+        """What the server's log holds from now on, read when asked (it is written as the
+        server goes: wait for what you look for, e.g. with tests.conftest.eventually)."""
+        log = self.folder / "log"
+        start = log.stat().st_size
+
+        def since() -> str:
+            with log.open("rb") as written:
+                written.seek(start)
+                return written.read().decode(errors="replace")
+
+        return since
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

@@ -41,6 +41,7 @@ from tests.conftest import (
     inbound,
     merge,
     shipped_config,
+    until,
 )
 from tests.fakes import FakeMessagesApi
 from tests.postgres import TemporaryPostgres
@@ -347,6 +348,25 @@ async def test_send_reports_a_refused_member_and_exits_1(
     states = sorted(line[0] for line in sent_lines(result.out).values())
     assert states == ["failed", "sent", "sent"]
     assert "Low balance: Top up your account." in result.out
+
+
+async def test_send_on_postgresql_does_not_open_a_warm_pool(
+    tmp_path: Path, fake_api: FakeMessagesApi, private_pem: str, postgres: TemporaryPostgres
+) -> None:
+    """A command opens one connection (more only if it needs them); only `groupbot run`
+    opens its whole pool at start, each connection asking for the store's array types."""
+    url = postgres.create_database()
+    postgres.log_statements(url)
+    logged = postgres.logged_from_here()
+    config = write_config(tmp_path, {**vonage(fake_api, private_pem), "storage": {"url": url}})
+    to = [arg for member in MEMBERS for arg in ("--to", member)]
+
+    result = await groupbot("send", "--config", config, *to, "Hello", cwd=tmp_path)
+
+    assert result.code == 0, result.err
+    assert len(fake_api.accepted) == 3
+    await until(lambda: "INSERT INTO outbound" in logged())  # the command's own statements
+    assert "cardinality($1::float8[])" not in logged()  # and no warm pool's
 
 
 async def test_send_says_who_was_left_out_and_why(

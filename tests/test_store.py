@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import stat
 import subprocess
@@ -628,7 +629,11 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 async def test_sqlite_a_new_database_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
     path = tmp_path / "var" / "bot.db"
-    store = await SqliteStore.open(path)
+    umask = os.umask(0o022)  # the usual one, under which files are made readable by all
+    try:
+        store = await SqliteStore.open(path)
+    finally:
+        os.umask(umask)
     try:
         await store._unit(insert_token("one"))  # the WAL and its index exist from here
         files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]

@@ -181,14 +181,8 @@ async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
     """asyncpg's default reset (advisory locks, cursors, LISTEN, settings) is a round trip
     each time a unit of work gives its connection back, and the store leaves none of those
     behind: the server's own statement log shows the units' statements and no reset."""
-    server_log = postgres.folder / "log"
-    start = server_log.stat().st_size
-    database = url.rpartition("/")[2]
-    admin = await asyncpg.connect(postgres.url())
-    try:
-        await admin.execute(f"ALTER DATABASE {database} SET log_statement = 'all'")
-    finally:
-        await admin.close()
+    postgres.log_statements(url)
+    logged = postgres.logged_from_here()
     store = await open_store(url, root=tmp_path)
     try:
         for n in range(5):
@@ -197,11 +191,6 @@ async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
         await store.opted_out(A.members)
     finally:
         await store.close()
-
-    def logged() -> str:
-        with server_log.open("rb") as log:
-            log.seek(start)
-            return log.read().decode(errors="replace")
 
     async def written() -> bool:  # the server writes its log as it goes
         return "INSERT INTO outbound" in logged()
@@ -218,17 +207,11 @@ async def test_a_warm_store_has_its_connections_open_and_its_types_known_before_
     """asyncpg asks the server what the array types a statement binds are, once a connection
     (a query of the catalogue, `typeinfo_tree`): `groupbot run`'s store opens all its pooled
     connections at start and asks each then, so that no message waits for it."""
-    server_log = postgres.folder / "log"
-    database = url.rpartition("/")[2]
-    admin = await asyncpg.connect(postgres.url())
-    try:
-        await admin.execute(f"ALTER DATABASE {database} SET log_statement = 'all'")
-    finally:
-        await admin.close()
+    postgres.log_statements(url)
     store = await open_store(url, root=tmp_path, pool_size=3, warm=True)
     try:
         opened = store._pool.get_size()  # type: ignore[attr-defined]
-        ready = server_log.stat().st_size
+        logged = postgres.logged_from_here()
 
         async def answered(n: int) -> None:  # the answers queued and taken in one statement
             group = Group((f"1202555{n:04d}", f"1303555{n:04d}", f"1404555{n:04d}"))
@@ -239,18 +222,19 @@ async def test_a_warm_store_has_its_connections_open_and_its_types_known_before_
                 take=Take(3, 60),
             )  # fmt: skip
 
-        await asyncio.gather(*(answered(n) for n in range(6)))  # on every connection
+        await asyncio.gather(*(answered(n) for n in range(6)))  # at once: on several
     finally:
         await store.close()
-
-    def logged() -> str:
-        with server_log.open("rb") as log:
-            log.seek(ready)
-            return log.read().decode(errors="replace")
+    command = await open_store(url, root=tmp_path, pool_size=3)  # as `groupbot send` opens it
+    try:
+        opened_by_a_command = command._pool.get_size()  # type: ignore[attr-defined]
+    finally:
+        await command.close()
 
     async def written() -> bool:  # the server writes its log as it goes
         return logged().count("INSERT INTO outbound") >= 6
 
     await eventually(written)
     assert opened == 3
+    assert opened_by_a_command == 1
     assert "typeinfo_tree" not in logged()

@@ -49,11 +49,17 @@ RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # the LISTEN connection's backoff
 
 
 async def _learn_array_types(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Run on each new connection: asyncpg asks the server, once a connection, what the array
-    types a statement binds are (a query of the catalogue, 10 to 50 ms while a fleet starts),
-    and the store binds float8[] and int[] (queuing a webhook's answers, `_insert_outbound`).
-    Asked here, that is not paid by the first messages each connection carries."""
-    await conn.fetchval("SELECT cardinality($1::float8[]) + cardinality($2::int[])", [], [])
+    """Run on each new connection of a warm pool: asyncpg asks the server, once a connection,
+    what the array types a statement binds are (a query of the catalogue, 10 to 50 ms while a
+    fleet starts), and the store binds float8[] and int[] (queuing a webhook's answers,
+    `_insert_outbound`). Asked here, that is not paid by the first messages each connection
+    carries."""
+    await conn.fetchval(
+        "SELECT cardinality($1::float8[]) + cardinality($2::int[])",
+        [],
+        [],
+        timeout=CONNECT_SECONDS,  # a server that does not answer: reported, not waited for
+    )
 
 
 async def _keep_session(_: asyncpg.Connection[asyncpg.Record]) -> None:
@@ -84,15 +90,16 @@ class PostgresBase:
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = 10, warm: bool = False) -> Self:
-        """`warm`: open all `pool_size` connections now, as a long-running process wants
-        (not while the first webhooks wait for them); else one, and more as work asks."""
+        """`warm`: open all `pool_size` connections now and keep them (asyncpg reopens one
+        that is lost), each ready for the store's statements, as a long-running process
+        wants; else one, and more as work asks (a command)."""
         pool = await asyncpg.create_pool(
             dsn,
             min_size=pool_size if warm else 1,
             max_size=pool_size,
             timeout=CONNECT_SECONDS,
             reset=_keep_session,
-            init=_learn_array_types,
+            init=_learn_array_types if warm else None,
         )
         store = cls(pool, dsn)
         try:

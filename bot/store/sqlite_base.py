@@ -443,8 +443,8 @@ def _touch_group(db: sqlite3.Connection, group_key: str, members: Sequence[str],
 def _create_private(path: Path) -> None:
     """Create the database file, if it is new, readable by its owner alone: it holds customers'
     numbers and messages. SQLite gives its `-wal` and `-shm` files the same permissions."""
-    try:
-        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:  # resolved: a link to a file yet to be made is followed, as SQLite will follow it
+        descriptor = os.open(path.resolve(), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
     os.close(descriptor)  # an empty file is an empty database
