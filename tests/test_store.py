@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -625,6 +626,41 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     store = await SqliteStore.open(tmp_path / "bot.db")
     yield store
     await store.close()
+
+
+# A process that opens (and closes) the store at the moment given, its imports done before.
+OPEN_AT = """
+import asyncio, sys, time
+from pathlib import Path
+from bot.store.sqlite import SqliteStore
+
+path, moment = Path(sys.argv[1]), float(sys.argv[2])
+
+
+async def open_and_close() -> None:
+    await (await SqliteStore.open(path)).close()
+
+
+while time.time() < moment:
+    pass
+asyncio.run(open_and_close())
+"""
+
+
+def test_sqlite_processes_opening_a_new_database_at_once_all_open_it(tmp_path: Path) -> None:
+    # The race is narrow: a few rounds of four, each started together once all have imported.
+    for round_ in range(6):
+        path, moment = tmp_path / f"bot{round_}.db", time.time() + 1.2
+        processes = [
+            subprocess.Popen(  # noqa: S603 - this Python, our own code
+                [sys.executable, "-c", OPEN_AT, str(path), str(moment)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [process.communicate(timeout=60)[1] for process in processes]
+        assert [process.returncode for process in processes] == [0] * 4, errors
 
 
 async def test_sqlite_a_new_database_is_readable_by_its_owner_alone(tmp_path: Path) -> None:

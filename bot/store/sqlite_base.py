@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +51,7 @@ T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
 
 WAL_PAGES_BETWEEN_CHECKPOINTS = 10_000  # of 4 KB: SQLite's default is 1,000 (see connect)
+BUSY_SECONDS = 10  # how long a write waits for another process's transaction to end
 
 
 class SqliteBase:
@@ -87,10 +89,10 @@ class SqliteBase:
         def connect() -> sqlite3.Connection:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
+            _enter_wal(db)
             for pragma in (
-                "PRAGMA journal_mode = WAL",
                 "PRAGMA synchronous = FULL",
-                "PRAGMA busy_timeout = 10000",
+                f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}",
                 "PRAGMA foreign_keys = ON",
                 # Each unit's savepoint keeps the pages it changes in a sub-journal, to roll
                 # back to; past 64 KB a transaction's sub-journal went to a temporary file,
@@ -116,7 +118,7 @@ class SqliteBase:
         def connect_reader() -> sqlite3.Connection:
             reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             reader.row_factory = sqlite3.Row
-            reader.execute("PRAGMA busy_timeout = 10000")
+            reader.execute(f"PRAGMA busy_timeout = {BUSY_SECONDS * 1000}")
             reader.execute("PRAGMA query_only = ON")
             return reader
 
@@ -438,6 +440,21 @@ def _touch_group(db: sqlite3.Connection, group_key: str, members: Sequence[str],
         (group_key, json.dumps(list(members)), now, now),
     ).fetchone()
     return str(row[0])
+
+
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL (a no-op once the file is in it). Processes opening a new file at the
+    same moment all try the switch, and SQLite refuses all but the first at once, calling no
+    busy handler ("database is locked"): the others try again until it is done."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)  # on the store's own thread, before anything else runs there
 
 
 def _create_private(path: Path) -> None:
