@@ -14,7 +14,7 @@ import pytest
 from bot.groups import Group
 from bot.store import Store, Take, open_store
 from bot.store.schema import POSTGRES_MIGRATIONS
-from tests.conftest import eventually
+from tests.conftest import until
 from tests.postgres import TemporaryPostgres
 from tests.test_store import A, accept, planned, take_in
 
@@ -192,10 +192,7 @@ async def test_a_connection_goes_back_to_the_pool_without_a_reset_round_trip(
     finally:
         await store.close()
 
-    async def written() -> bool:  # the server writes its log as it goes
-        return "INSERT INTO outbound" in logged()
-
-    await eventually(written)
+    await until(lambda: "INSERT INTO outbound" in logged())  # written as the server goes
     assert logged().count("INSERT INTO inbound") == 5
     assert "pg_advisory_unlock_all" not in logged()
     assert "RESET ALL" not in logged()
@@ -231,10 +228,7 @@ async def test_a_warm_store_has_its_connections_open_and_its_types_known_before_
     finally:
         await command.close()
 
-    async def written() -> bool:  # the server writes its log as it goes
-        return logged().count("INSERT INTO outbound") >= 6
-
-    await eventually(written)
+    await until(lambda: logged().count("INSERT INTO outbound") >= 6)  # written as it goes
     assert opened == 3
     assert opened_by_a_command == 1
     assert "typeinfo_tree" not in logged()
